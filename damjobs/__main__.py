@@ -1,0 +1,3 @@
+from damjobs.cli import main
+
+main()
