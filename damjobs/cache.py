@@ -10,7 +10,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,9 @@ logger = logging.getLogger(__name__)
 
 TEMP_PREFIX = ".damjobs-tmp-"
 """Name prefix of files that are still being written; readers never open these."""
+
+HOST_TAG = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40]
+TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"(?P<host>[A-Za-z0-9-]*)\.(?P<pid>\d+)\.")
 
 EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "gif": "gif", "tiff": "tif"}
 
@@ -93,7 +98,7 @@ def atomic_write(path: Path, data: bytes, root: Path, ownership: FileOwnership) 
     mode and group, and are renamed over the target. Return the number of bytes written.
     """
     make_parent_folders(path, root, ownership)
-    temp_path = path.with_name(f"{TEMP_PREFIX}{secrets.token_hex(8)}-{path.name}")
+    temp_path = path.with_name(temp_name(path.name))
     try:
         fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
@@ -109,6 +114,11 @@ def atomic_write(path: Path, data: bytes, root: Path, ownership: FileOwnership) 
         raise StorageError(f"cannot write {path}: {error.strerror}") from error
 
     return len(data)
+
+
+def temp_name(name: str) -> str:
+    """Return a temporary name for `name` that records this host and process."""
+    return f"{TEMP_PREFIX}{HOST_TAG}.{os.getpid()}.{secrets.token_hex(6)}-{name}"
 
 
 def delete_inside(root: Path, relative: str) -> bool:
@@ -149,12 +159,29 @@ def iter_temp_files(root: Path) -> Iterator[Path]:
                 yield Path(folder) / name
 
 
+def _writer_is_gone(name: str) -> bool:
+    """Return True when the temporary file `name` was written by a process of this host
+    that no longer exists."""
+    match = TEMP_NAME.match(name)
+    if match is None or match["host"] != HOST_TAG:
+        return False
+    try:
+        os.kill(int(match["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+
+    return False
+
+
 def sweep_temp_files(root: Path, min_age_seconds: float) -> int:
     """
-    Delete temporary files below `root` that were last changed at least `min_age_seconds` ago.
+    Delete the temporary files below `root` that a killed run left behind.
 
-    A killed run leaves such files behind; the age limit keeps the files that a live
-    writer on another host is still filling. Return how many files were deleted.
+    A file whose writer on this host has ended goes at once; any other goes once it is
+    `min_age_seconds` old, which keeps the files that a live writer on another host is
+    still filling. Return how many files were deleted.
     """
     if not root.is_dir():
         return 0
@@ -163,7 +190,7 @@ def sweep_temp_files(root: Path, min_age_seconds: float) -> int:
     deleted = 0
     for path in iter_temp_files(root):
         try:
-            if path.lstat().st_mtime <= cutoff:
+            if _writer_is_gone(path.name) or path.lstat().st_mtime <= cutoff:
                 path.unlink()
                 deleted += 1
         except FileNotFoundError:

@@ -206,7 +206,7 @@ def parse(document: Mapping[str, Any], path: Path, environ: Mapping[str, str]) -
                 )
             values[key.dotted] = key.default
             continue
-        value, problem = _convert(key, raw, base)
+        value, problem = _convert(key, raw, base, origin.startswith("environment"))
         if problem is None and key.check is not None:
             problem = key.check(value)
         if problem is not None:
@@ -250,8 +250,7 @@ def _raw_value(
     return None, ""
 
 
-def _convert(key: Key, raw: Any, base: Path) -> tuple[Any, str | None]:
-    from_env = isinstance(raw, str)
+def _convert(key: Key, raw: Any, base: Path, from_env: bool) -> tuple[Any, str | None]:
     try:
         if key.kind == "str":
             return (raw, None) if isinstance(raw, str) else (raw, "must be a string")
@@ -260,7 +259,7 @@ def _convert(key: Key, raw: Any, base: Path) -> tuple[Any, str | None]:
                 return raw, "must be a whole number"
             return int(raw), None
         if key.kind == "float":
-            if isinstance(raw, bool):
+            if isinstance(raw, bool) or not (isinstance(raw, (int, float)) or from_env):
                 return raw, "must be a number"
             return float(raw), None
         if key.kind == "bool":
@@ -278,7 +277,7 @@ def _convert(key: Key, raw: Any, base: Path) -> tuple[Any, str | None]:
                 return raw, "must be a non-empty path string"
             return resolve_path(raw, base), None
     except ValueError:
-        return raw, f"is not a valid {key.kind}"
+        return raw, {"int": "must be a whole number", "float": "must be a number"}[key.kind]
 
     raise AssertionError(f"unknown key kind {key.kind}")
 

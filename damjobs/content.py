@@ -101,7 +101,7 @@ def _regular_files(source: Path, counts: ImportCounts) -> list[Path]:
 
 def _copy_atomically(source: Path, target: Path, root: Path) -> None:
     cache.make_parent_folders(target, root, cache.FileOwnership())
-    temp = target.with_name(f"{cache.TEMP_PREFIX}{target.name}")
+    temp = target.with_name(cache.temp_name(target.name))
     shutil.copyfile(source, temp)
     os.replace(temp, target)
 
