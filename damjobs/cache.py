@@ -97,9 +97,9 @@ def atomic_write(path: Path, data: bytes, root: Path, ownership: FileOwnership) 
     The bytes go to a temporary name in the target folder, are flushed to disk, get their
     mode and group, and are renamed over the target. Return the number of bytes written.
     """
-    make_parent_folders(path, root, ownership)
     temp_path = path.with_name(temp_name(path.name))
     try:
+        make_parent_folders(path, root, ownership)
         fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

@@ -72,6 +72,7 @@ class StopRequest:
     def __init__(self, max_runtime_seconds: float | None) -> None:
         self.reason: str | None = None
         self.interrupted = False
+        self.signal_notice: str | None = None
         self._deadline = (
             None if max_runtime_seconds is None else time.monotonic() + max_runtime_seconds
         )
@@ -82,6 +83,9 @@ class StopRequest:
         self.interrupted = self.interrupted or interrupted
 
     def __bool__(self) -> bool:
+        if self.signal_notice is not None:
+            notice, self.signal_notice = self.signal_notice, None
+            logger.warning("%s", notice)
         if self.reason is None and self._deadline is not None:
             if time.monotonic() >= self._deadline:
                 self.request("--max-runtime reached")
@@ -201,7 +205,13 @@ def claim(
     An enqueued slot, a slot of a dead process on this host and a slot whose heartbeat
     is stale are taken over; any other holder raises JobAlreadyRunningError.
     """
-    lock = acquire_file_lock(settings, job)
+    try:
+        lock = acquire_file_lock(settings, job)
+    except JobAlreadyRunningError as error:
+        slot = models.JobSlot.get_or_none(models.JobSlot.job == job)
+        if slot is None or slot.state != "running":
+            raise
+        raise JobAlreadyRunningError(_holder_message(job, slot)) from error
     try:
         with write_transaction(database):
             status_id = _claim_slot(settings, database, job, trigger)
@@ -225,11 +235,7 @@ def _claim_slot(settings: Settings, database: peewee.Database, job: str, trigger
 
     reason = _takeover_reason(settings, database, slot)
     if reason is None:
-        since = slot.updated_at.strftime("%Y-%m-%d %H:%M:%S UTC")
-        raise JobAlreadyRunningError(
-            f"{job} is already running: run {slot.status_id} on host {slot.host} "
-            f"(pid {slot.pid}), last heartbeat {since}"
-        )
+        raise JobAlreadyRunningError(_holder_message(job, slot))
 
     if slot.state == "enqueued":
         status_id = slot.status_id
@@ -263,6 +269,15 @@ def _claim_slot(settings: Settings, database: peewee.Database, job: str, trigger
         raise JobAlreadyRunningError(f"{job} was claimed by another process at the same time")
 
     return status_id
+
+
+def _holder_message(job: str, slot: models.JobSlot) -> str:
+    since = slot.updated_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+    return (
+        f"{job} is already running: run {slot.status_id} on host {slot.host} "
+        f"(pid {slot.pid}), last heartbeat {since}"
+    )
 
 
 def _takeover_reason(
@@ -458,7 +473,10 @@ def stop_on_signals(stop: StopRequest) -> Iterator[None]:
         name = signal.Signals(signum).name
         if stop.interrupted and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        logger.warning("received %s; stopping after the current item", name)
+        # No logging here: the log-item handler writes to the database, and the signal can
+        # arrive while the same connection is in the middle of a query. The notice is
+        # logged when the run next checks its stop request.
+        stop.signal_notice = f"received {name}; stopping after the current item"
         stop.request(f"received {name}", interrupted=True)
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}

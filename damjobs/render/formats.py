@@ -1,8 +1,8 @@
 """Recognise image formats by their magic numbers and read their size from the header.
 
-Pure Python, no decoding: this runs before any bytes reach ImageMagick, so that a disguised
-file (for example SVG named .png) never reaches a coder and an oversized image is rejected
-before its pixels are allocated.
+Pure Python, no decoding: this runs before any bytes reach ImageMagick, so that a
+disguised file (for example SVG named .png) never reaches a coder and an oversized image
+is rejected before its pixels are allocated.
 """
 
 import struct
@@ -45,8 +45,8 @@ def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
     """
     Return (width, height) from the header of `data` in format `fmt`, without decoding.
 
-    Return None when the header is truncated, malformed or declares a zero side.
-    For TIFF the size is the first page's; for GIF it is the logical screen.
+    Return None when the header is truncated, malformed or declares a zero side. For
+    TIFF the size is the first page's; for GIF it is the logical screen.
     """
     readers = {
         "jpeg": _jpeg_size,
@@ -69,7 +69,7 @@ def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
 
 
 def _png_size(data: bytes) -> tuple[int, int] | None:
-    # The IHDR chunk must come first: length (4), type (4), width (4), height (4), big-endian.
+    # IHDR comes first: length (4), type (4), width (4), height (4), all big-endian.
     if data[12:16] != b"IHDR":
         return None
     width, height = struct.unpack(">II", data[16:24])
@@ -86,7 +86,7 @@ def _gif_size(data: bytes) -> tuple[int, int] | None:
 def _webp_size(data: bytes) -> tuple[int, int] | None:
     chunk = data[12:16]
     if chunk == b"VP8 ":
-        # Lossy: a 3-byte frame tag, the start code 9D 01 2A, then 14-bit width and height.
+        # Lossy: a 3-byte frame tag, start code 9D 01 2A, then 14-bit width and height.
         if data[23:26] != b"\x9d\x01\x2a":
             return None
         width, height = struct.unpack("<HH", data[26:30])
@@ -163,7 +163,8 @@ def _tiff_size(data: bytes) -> tuple[int, int] | None:
 
 def jpeg_is_complete(data: bytes) -> bool:
     """
-    Return True when a JPEG stream ends with the EOI marker FF D9, ignoring trailing NUL padding.
+    Return True when a JPEG stream ends with the EOI marker FF D9, ignoring trailing NUL
+    padding.
 
     NOTE: a valid JPEG followed by other appended data also fails this check.
     """
@@ -175,10 +176,11 @@ _EXIF_ORIENTATION = 0x0112
 
 def jpeg_orientation(data: bytes) -> int | None:
     """
-    Return the EXIF orientation (1..8) stored in a JPEG's APP1 segment, 1 when there is none.
+    Return the EXIF orientation (1..8) stored in a JPEG's APP1 segment, 1 when there is
+    none.
 
-    Return None when the markers or the EXIF block cannot be parsed, so the caller can plan
-    for both orientations.
+    Return None when the markers or the EXIF block cannot be parsed, so the caller can
+    plan for both orientations.
     """
     position = 2
     try:

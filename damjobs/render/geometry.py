@@ -1,8 +1,9 @@
 """Plan the pixel geometry of a step chain before any pixel is touched.
 
-The plan fixes every size in the pixels of the full-resolution, auto-oriented source. The
-renderer follows it even when the JPEG was decoded at a reduced scale, so a derivative has
-the same size, crop and enlarge decisions whatever scale the decoder used.
+The plan fixes every size in the pixels of the full-resolution, auto-oriented source.
+The renderer follows it even when the JPEG was decoded at a reduced scale, so a
+derivative has the same size, crop and enlarge decisions whatever scale the decoder
+used.
 """
 
 import dataclasses
@@ -27,7 +28,7 @@ class Rect:
 
 @dataclasses.dataclass(frozen=True)
 class CanvasFit:
-    """Where a canvas step puts the image: its scaled size and the canvas size."""
+    """Placement of the image by a canvas step: its scaled size and the canvas size."""
 
     image_width: int
     image_height: int
@@ -36,33 +37,45 @@ class CanvasFit:
 
 
 PlannedOperation = Rect | tuple[int, int] | CanvasFit | None
-"""Rect for a crop, (width, height) for a resize, CanvasFit for a canvas, None otherwise."""
+"""Rect for a crop, (width, height) for a resize, CanvasFit for a canvas, None
+otherwise.
+"""
 
 
 @dataclasses.dataclass(frozen=True)
 class ChainPlan:
-    """The planned operation of every step, the output size, and the decode scale it needs."""
+    """The planned operation of every step, the output size, and the decode scale it
+    needs.
+    """
 
     operations: tuple[PlannedOperation, ...]
     width: int
     height: int
     min_source_scale: float
-    """The smallest decode scale (0 < s <= 1) of the source that loses no output detail."""
+    """The smallest decode scale (0 < s <= 1) of the source that loses no output detail.
+    """
 
 
 def clip_crop(step: steps.Crop, width: int, height: int) -> Rect:
-    """Return the crop rectangle clipped to a width x height image; raise StepError when it starts outside."""
+    """Return the crop rectangle clipped to a width x height image; raise StepError when
+    it starts outside.
+    """
     if step.x >= width or step.y >= height:
         raise StepError(
             f"crop start ({step.x}, {step.y}) lies outside the {width}x{height} image; "
             f"x must be below {width} and y below {height}"
         )
 
-    return Rect(step.x, step.y, min(step.width, width - step.x), min(step.height, height - step.y))
+    return Rect(
+        step.x,
+        step.y,
+        min(step.width, width - step.x),
+        min(step.height, height - step.y),
+    )
 
 
 def resize_size(step: steps.Resize, width: int, height: int) -> tuple[int, int]:
-    """Return the output size of a resize step; a missing side keeps the aspect ratio."""
+    """Return the output size of a resize step; a missing side keeps the aspect."""
     if step.width is not None and step.height is not None:
         return step.width, step.height
     if step.width is not None:
@@ -96,12 +109,13 @@ def canvas_fit(step: steps.Canvas, width: int, height: int) -> CanvasFit:
 
 def plan_chain(width: int, height: int, chain: tuple[steps.Step, ...]) -> ChainPlan:
     """
-    Plan a step chain on a width x height image; raise StepError when a step cannot apply.
+    Plan a step chain on a width x height image; raise StepError when a step cannot
+    apply.
 
-    The decode scale it needs is the narrowest point of the chain, relative to the source: the
-    smallest cumulative scale after any resize or canvas step, capped at 1. A merge step that runs
-    before the first resize needs the full resolution, because it draws the resource at its native
-    size onto source-sized pixels.
+    The decode scale it needs is the narrowest point of the chain, relative to the
+    source: the smallest cumulative scale after any resize or canvas step, capped at 1.
+    A merge step that runs before the first resize needs the full resolution, because it
+    draws the resource at its native size onto source-sized pixels.
     """
     operations: list[PlannedOperation] = []
     scale_x = scale_y = 1.0
@@ -143,13 +157,14 @@ def plan_chain(width: int, height: int, chain: tuple[steps.Step, ...]) -> ChainP
 
 def jpeg_size_hint(width: int, height: int, min_scale: float) -> tuple[int, int] | None:
     """
-    Return the `jpeg:size` hint that makes libjpeg decode at a scale of at least `min_scale`.
+    Return the `jpeg:size` hint that makes libjpeg decode at a scale of at least
+    `min_scale`.
 
-    ImageMagick 6 turns the hint into denominator = floor(min(width / hint_width, height /
-    hint_height)), and libjpeg-turbo then decodes at the smallest M/8 >= 1/denominator. So
-    choosing denominator = floor(1 / min_scale) and dividing the size by it (rounding down, which
-    keeps the ratios at or above the denominator) guarantees a decode scale >= min_scale.
-    Return None when no reduction is possible.
+    ImageMagick 6 turns the hint into denominator = floor(min(width / hint_width, height
+    / hint_height)), and libjpeg-turbo then decodes at the smallest M/8 >=
+    1/denominator. So choosing denominator = floor(1 / min_scale) and dividing the size
+    by it (rounding down, which keeps the ratios at or above the denominator) guarantees
+    a decode scale >= min_scale. Return None when no reduction is possible.
     """
     if min_scale <= 0:
         return None

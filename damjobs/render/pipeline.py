@@ -1,9 +1,10 @@
 """Render every missing cache entry of one original, in the calling process.
 
 The original is read, checked (magic number, header size, limits, decoder warnings) and
-decoded once; each derivative is rendered from a clone of the decoded image. A problem with
-the original fails all of its entries; a problem with one derivative fails only that entry.
-The pool's worker processes call `render_source`; so can tests and single-process callers.
+decoded once. Each derivative is rendered from a clone of the decoded image. A problem
+with the original fails all of its entries, but a problem with one derivative fails
+only that entry. The pool's worker processes call `render_source`, and so can tests and
+single-process callers.
 """
 
 import functools
@@ -13,12 +14,19 @@ from pathlib import Path
 from damjobs import cache
 from damjobs.errors import PathOutsideRootError, StorageError
 from damjobs.render import formats, geometry, steps
-from damjobs.render.types import CopyTarget, Derivative, EntryResult, RenderSettings, SourceJob
+from damjobs.render.types import (
+    CopyTarget,
+    Derivative,
+    EntryResult,
+    RenderSettings,
+    SourceJob,
+)
 from damjobs.render.wand_setup import (
     Color,
     Image,
     WandException,
     apply_profile,
+    has_profile,
     image_problem,
     read_image,
     set_image_type,
@@ -27,10 +35,15 @@ from damjobs.render.wand_setup import (
 logger = logging.getLogger(__name__)
 
 # Wand names of the EXIF orientations 5 to 8, whose display swaps width and height.
-_TRANSPOSED_ORIENTATIONS = frozenset({"left_top", "right_top", "right_bottom", "left_bottom"})
-_MULTI_FRAME_FORMATS = frozenset({"gif", "tiff"})
+_TRANSPOSED_ORIENTATIONS = frozenset(
+    {"left_top", "right_top", "right_bottom", "left_bottom"}
+)
+# Formats that can hold several frames or pages; only the first one is decoded.
+_MULTI_FRAME_FORMATS = frozenset({"gif", "tiff", "webp"})
 _FALLBACK_FLATTEN_COLOUR = "white"
-_PNG_CHUNKS_EXCLUDED_WITH_DPI = "bKGD,caNv,cHRM,eXIf,gAMA,iCCP,iTXt,sRGB,tEXt,zCCP,zTXt,date"
+_PNG_CHUNKS_EXCLUDED_WITH_DPI = (
+    "bKGD,caNv,cHRM,eXIf,gAMA,iCCP,iTXt,sRGB,tEXt,zCCP,zTXt,date"
+)
 
 
 class EntryFailure(Exception):
@@ -43,23 +56,24 @@ class EntryFailure(Exception):
 
 
 class DecodedSource:
-    """An original decoded, converted to sRGB, auto-oriented and stripped of metadata."""
+    """An original: decoded, converted to sRGB, auto-oriented, metadata stripped."""
 
     def __init__(self, image: Image, full_width: int, full_height: int) -> None:
         self.image = image
         self.full_width = full_width
-        """Width of the auto-oriented source at full resolution; the plan's coordinates use it."""
+        """Width of the auto-oriented source at full resolution, used by the plans."""
         self.full_height = full_height
         self.scale_x = image.width / full_width
-        """Decoded pixels per full-resolution pixel; below 1 after a `jpeg:size` reduced decode."""
+        """Decoded pixels per full-resolution pixel, below 1 after a reduced decode."""
         self.scale_y = image.height / full_height
 
 
 def render_source(job: SourceJob, settings: RenderSettings) -> list[EntryResult]:
     """
-    Write every copy and derivative of `job` and return one result per entry, copies first.
+    Write every copy and derivative of `job`; return one result per entry, copies first.
 
-    Failures of the source or of single entries become results; only programming errors raise.
+    Failures of the source or of single entries become results. Only programming errors
+    raise.
     """
     try:
         data = read_original(settings.originals_root, job.relative_path)
@@ -69,9 +83,13 @@ def render_source(job: SourceJob, settings: RenderSettings) -> list[EntryResult]
     if not job.transformable:
         results = [_write_copy(copy, data, settings) for copy in job.copies]
         not_transformable = EntryFailure(
-            "unsupported_format", f"file {job.file_id} is not transformable, so it has only byte copies"
+            "unsupported_format",
+            f"file {job.file_id} is not transformable, so it has only byte copies",
         )
-        results += [_failed(derivative.entry_id, not_transformable) for derivative in job.derivatives]
+        results += [
+            _failed(derivative.entry_id, not_transformable)
+            for derivative in job.derivatives
+        ]
         return results
 
     chains = [_chain(derivative) for derivative in job.derivatives]
@@ -93,7 +111,11 @@ def render_source(job: SourceJob, settings: RenderSettings) -> list[EntryResult]
 
 
 def read_original(root: Path, relative_path: str) -> bytes:
-    """Return the bytes of a file below `root`; raise EntryFailure when it is outside, missing or empty."""
+    """
+    Return the bytes of a file below `root`.
+
+    Raise EntryFailure when the path leaves the root or the file is missing or empty.
+    """
     try:
         path = cache.resolve_inside(root, relative_path)
     except PathOutsideRootError as error:
@@ -102,9 +124,13 @@ def read_original(root: Path, relative_path: str) -> bytes:
         with open(path, "rb") as handle:
             data = handle.read()
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as error:
-        raise EntryFailure("missing", f"original {relative_path!r} not found: {error.strerror}") from error
+        raise EntryFailure(
+            "missing", f"original {relative_path!r} not found: {error.strerror}"
+        ) from error
     except OSError as error:
-        raise EntryFailure("missing", f"original {relative_path!r} cannot be read: {error.strerror}") from error
+        raise EntryFailure(
+            "missing", f"original {relative_path!r} cannot be read: {error.strerror}"
+        ) from error
     if not data:
         raise EntryFailure("empty", f"original {relative_path!r} is empty (0 bytes)")
 
@@ -115,8 +141,8 @@ def check_source(data: bytes, settings: RenderSettings) -> tuple[str, int, int]:
     """
     Return the sniffed format and header size of an original, before any decoding.
 
-    Raise EntryFailure when the format is not allowed, the header is invalid, the image exceeds
-    the configured limits or a JPEG lacks its end marker.
+    Raise EntryFailure when the format is not allowed, the header is invalid, the image
+    exceeds the configured limits or a JPEG lacks its end marker.
     """
     fmt = formats.sniff_format(data[:16])
     if fmt is None:
@@ -131,32 +157,50 @@ def check_source(data: bytes, settings: RenderSettings) -> tuple[str, int, int]:
     width, height = size
     check_limits(width, height, settings, "image")
     if fmt == "jpeg" and not formats.jpeg_is_complete(data):
-        raise EntryFailure("corrupt", "the JPEG data is truncated: it does not end with the end-of-image marker")
+        raise EntryFailure(
+            "corrupt",
+            "the JPEG data is truncated: it does not end with the end-of-image marker",
+        )
 
     return fmt, width, height
 
 
-def check_limits(width: int, height: int, settings: RenderSettings, what: str) -> None:
-    """Raise EntryFailure("too_large") when a size exceeds max_width, max_height or max_pixels."""
+def check_limits(
+    width: int, height: int, settings: RenderSettings, subject: str
+) -> None:
+    """Raise EntryFailure("too_large") when a size exceeds max_width, max_height or
+    max_pixels.
+    """
     if width > settings.max_width:
-        raise EntryFailure("too_large", f"{what} width {width} exceeds max_width {settings.max_width}")
+        raise EntryFailure(
+            "too_large",
+            f"{subject} width {width} exceeds max_width {settings.max_width}",
+        )
     if height > settings.max_height:
-        raise EntryFailure("too_large", f"{what} height {height} exceeds max_height {settings.max_height}")
+        raise EntryFailure(
+            "too_large",
+            f"{subject} height {height} exceeds max_height {settings.max_height}",
+        )
     if width * height > settings.max_pixels:
         raise EntryFailure(
-            "too_large", f"{what} size {width}x{height} = {width * height} pixels exceeds max_pixels {settings.max_pixels}"
+            "too_large",
+            f"{subject} size {width}x{height} = {width * height} pixels "
+            f"exceeds max_pixels {settings.max_pixels}",
         )
 
 
 def decode_source(
-    data: bytes, settings: RenderSettings, chains: list[tuple[steps.Step, ...]] | None = None
+    data: bytes,
+    settings: RenderSettings,
+    chains: list[tuple[steps.Step, ...]] | None = None,
 ) -> DecodedSource:
     """
-    Check and decode an original, then convert it to sRGB, auto-orient it and strip its metadata.
+    Check and decode an original, then convert it to sRGB, auto-orient it and strip its
+    metadata.
 
-    `chains` are the step chains that will be applied to the result. A JPEG is decoded at the
-    smallest scale that keeps all of them at full quality; None means full resolution.
-    Raise EntryFailure when the original is rejected or cannot be decoded.
+    `chains` are the step chains that will be applied to the result. A JPEG is decoded
+    at the smallest scale that keeps all of them at full quality; None means full
+    resolution. Raise EntryFailure when the original is rejected or cannot be decoded.
     """
     fmt, header_width, header_height = check_source(data, settings)
     hint = None
@@ -165,18 +209,30 @@ def decode_source(
         min_scale = min_source_scale(header_width, header_height, orientation, chains)
         hint = geometry.jpeg_size_hint(header_width, header_height, min_scale)
     try:
-        image = read_image(data, fmt, first_frame=fmt in _MULTI_FRAME_FORMATS, jpeg_size=hint)
+        image = read_image(
+            data, fmt, first_frame=fmt in _MULTI_FRAME_FORMATS, jpeg_size=hint
+        )
     except WandException as error:
-        raise EntryFailure("corrupt", f"the {fmt} data cannot be decoded: {error}") from error
+        raise EntryFailure(
+            "corrupt", f"the {fmt} data cannot be decoded: {error}"
+        ) from error
 
     try:
         if image.width == 0 or image.height == 0:
-            raise EntryFailure("corrupt", f"the {fmt} data decoded to an empty {image.width}x{image.height} image")
+            raise EntryFailure(
+                "corrupt",
+                f"the {fmt} data decoded to an empty "
+                f"{image.width}x{image.height} image",
+            )
         problem = image_problem(image)
         if problem is not None and problem.is_corrupt:
-            raise EntryFailure("corrupt", f"the {fmt} data is truncated or corrupt: {problem.reason}")
+            raise EntryFailure(
+                "corrupt", f"the {fmt} data is truncated or corrupt: {problem.reason}"
+            )
         if problem is not None:
-            logger.debug("decoder warning %d ignored: %s", problem.severity, problem.reason)
+            logger.debug(
+                "decoder warning %d ignored: %s", problem.severity, problem.reason
+            )
 
         transposed = image.orientation in _TRANSPOSED_ORIENTATIONS
         image.reset_coords()
@@ -188,7 +244,9 @@ def decode_source(
         raise
     except WandException as error:
         image.close()
-        raise EntryFailure("corrupt", f"the {fmt} image cannot be prepared: {error}") from error
+        raise EntryFailure(
+            "corrupt", f"the {fmt} image cannot be prepared: {error}"
+        ) from error
 
     if hint is None:
         full_width, full_height = image.width, image.height
@@ -204,19 +262,26 @@ def convert_to_srgb(image: Image, settings: RenderSettings) -> None:
     """
     Convert the pixels to sRGB, through ICC profiles when possible.
 
-    A CMYK image without an embedded profile is first given `settings.cmyk_profile`. A profiled
-    image is transformed into `settings.srgb_profile` by LCMS. Without profiles ImageMagick's
-    colorspace formulas are used, which shift colours of profiled CMYK visibly.
+    A CMYK image without an embedded profile is first given `settings.cmyk_profile`. A
+    profiled image is transformed into `settings.srgb_profile` by LCMS. Without profiles
+    ImageMagick's colorspace formulas are used, which shift colours of profiled CMYK
+    visibly.
     """
     srgb_icc = _read_profile(settings.srgb_profile)
-    if image.colorspace == "cmyk" and "icc" not in image.profiles and settings.cmyk_profile is not None:
+    if (
+        image.colorspace == "cmyk"
+        and not has_profile(image, "icc")
+        and settings.cmyk_profile is not None
+    ):
         apply_profile(image, _read_profile(settings.cmyk_profile) or b"")
-    if "icc" in image.profiles and srgb_icc:
+    if srgb_icc and has_profile(image, "icc"):
         try:
             apply_profile(image, srgb_icc)
         except WandException as error:
-            # An embedded profile that does not fit the pixels: fall back to the formulas below.
-            logger.info("ICC conversion to sRGB failed, using colorspace conversion: %s", error)
+            # The embedded profile does not fit the pixels, so use the formulas below.
+            logger.info(
+                "ICC conversion to sRGB failed, using colorspace conversion: %s", error
+            )
     if image.colorspace != "srgb":
         image.transform_colorspace("srgb")
 
@@ -228,19 +293,25 @@ def _read_profile(path: Path | None) -> bytes | None:
     try:
         return path.read_bytes()
     except OSError as error:
-        raise EntryFailure("render_failed", f"ICC profile {path} cannot be read: {error.strerror}") from error
+        raise EntryFailure(
+            "render_failed", f"ICC profile {path} cannot be read: {error.strerror}"
+        ) from error
 
 
 def min_source_scale(
-    width: int, height: int, orientation: int | None, chains: list[tuple[steps.Step, ...]]
+    width: int,
+    height: int,
+    orientation: int | None,
+    chains: list[tuple[steps.Step, ...]],
 ) -> float:
     """
-    Return the smallest decode scale of a width x height source that keeps every chain at full quality.
+    Return the smallest decode scale of a width x height source that keeps every chain
+    at full quality.
 
-    `orientation` is the EXIF orientation; 5 to 8 swap width and height, and None (unknown)
-    plans for both sizes and takes the larger need. A chain that cannot apply is skipped,
-    because its entry fails anyway. Without chains the source is only decoded to validate it,
-    so the smallest scale libjpeg offers (1/8) is enough.
+    `orientation` is the EXIF orientation; 5 to 8 swap width and height, and None
+    (unknown) plans for both sizes and takes the larger need. A chain that cannot apply
+    is skipped, because its entry fails anyway. Without chains the source is only
+    decoded to validate it, so the smallest scale libjpeg offers (1/8) is enough.
     """
     if not chains:
         return 0.125
@@ -263,7 +334,7 @@ def min_source_scale(
 
 
 class _ResourceCache:
-    """Merge resources of one job, each decoded at most once."""
+    """Cache of the decoded merge resources of one job."""
 
     def __init__(self, job: SourceJob, settings: RenderSettings) -> None:
         self.job = job
@@ -275,12 +346,17 @@ class _ResourceCache:
             return self.images[file_id]
         relative_path = self.job.resources.get(file_id)
         if relative_path is None:
-            raise EntryFailure("render_failed", f"merge resource file {file_id} is not among the job's resources")
+            raise EntryFailure(
+                "render_failed",
+                f"merge resource file {file_id} is not among the job's resources",
+            )
         try:
             data = read_original(self.settings.originals_root, relative_path)
             decoded = decode_source(data, self.settings)
         except EntryFailure as failure:
-            raise EntryFailure("render_failed", f"merge resource file {file_id}: {failure.message}") from failure
+            raise EntryFailure(
+                "render_failed", f"merge resource file {file_id}: {failure.message}"
+            ) from failure
         self.images[file_id] = decoded.image
         return decoded.image
 
@@ -290,7 +366,10 @@ class _ResourceCache:
 
 
 def _render_entry(
-    derivative: Derivative, source: DecodedSource, resources: _ResourceCache, settings: RenderSettings
+    derivative: Derivative,
+    source: DecodedSource,
+    resources: _ResourceCache,
+    settings: RenderSettings,
 ) -> EntryResult:
     try:
         target = _checked_target(derivative.target, settings)
@@ -301,17 +380,31 @@ def _render_entry(
     except geometry.StepError as error:
         return _failed(derivative.entry_id, EntryFailure("render_failed", str(error)))
     except StorageError as error:
-        return _failed(derivative.entry_id, EntryFailure("render_failed", error.message))
+        return _failed(
+            derivative.entry_id, EntryFailure("render_failed", error.message)
+        )
+    except OSError as error:
+        # cache.make_parent_folders raises OSError itself, not StorageError.
+        message = f"cannot create the folders of {derivative.target}: {error}"
+        return _failed(derivative.entry_id, EntryFailure("render_failed", message))
     except WandException as error:
-        return _failed(derivative.entry_id, EntryFailure("render_failed", f"ImageMagick failed: {error}"))
+        return _failed(
+            derivative.entry_id,
+            EntryFailure("render_failed", f"ImageMagick failed: {error}"),
+        )
 
     return EntryResult(derivative.entry_id, size, None, "")
 
 
 def render_derivative(
-    derivative: Derivative, source: DecodedSource, resources: _ResourceCache, settings: RenderSettings
+    derivative: Derivative,
+    source: DecodedSource,
+    resources: _ResourceCache,
+    settings: RenderSettings,
 ) -> bytes:
-    """Apply the crop and steps of `derivative` to a clone of the source and return the encoded bytes."""
+    """Apply the crop and steps of `derivative` to a clone of the source and return the
+    encoded bytes.
+    """
     chain = _chain(derivative)
     plan = geometry.plan_chain(source.full_width, source.full_height, chain)
     check_limits(plan.width, plan.height, settings, "output")
@@ -329,7 +422,9 @@ def render_derivative(
                 scale_x = scale_y = 1.0
             elif isinstance(operation, geometry.CanvasFit):
                 assert isinstance(step, steps.Canvas)
-                image = _place_on_canvas(image, operation, step.background or settings.default_background)
+                image = _place_on_canvas(
+                    image, operation, step.background or settings.default_background
+                )
                 scale_x = scale_y = 1.0
             elif isinstance(step, steps.Merge):
                 image = _merge(image, resources.get(step.resource_file_id), step)
@@ -343,11 +438,13 @@ def render_derivative(
 
 
 def _chain(derivative: Derivative) -> tuple[steps.Step, ...]:
-    return ((derivative.crop,) if derivative.crop is not None else ()) + derivative.steps
+    return (
+        (derivative.crop,) if derivative.crop is not None else ()
+    ) + derivative.steps
 
 
 def _crop(image: Image, rect: geometry.Rect, scale_x: float, scale_y: float) -> None:
-    # The rectangle is in full-resolution pixels; a reduced-scale decode needs it scaled.
+    # The rectangle is in full-resolution pixels, so scale it to the decoded size.
     left = min(round(rect.x * scale_x), image.width - 1)
     top = min(round(rect.y * scale_y), image.height - 1)
     width = max(1, min(round(rect.width * scale_x), image.width - left))
@@ -357,10 +454,16 @@ def _crop(image: Image, rect: geometry.Rect, scale_x: float, scale_y: float) -> 
 
 
 def _place_on_canvas(image: Image, fit: geometry.CanvasFit, background: str) -> Image:
-    """Return a new image: `image` scaled to the fit and centred on a canvas; close `image`."""
+    """Return a new image: `image` scaled to the fit and centred on a canvas; close
+    `image`.
+    """
     with image:
         image.resize(fit.image_width, fit.image_height)
-        canvas = Image(width=fit.canvas_width, height=fit.canvas_height, background=_colour(background))
+        canvas = Image(
+            width=fit.canvas_width,
+            height=fit.canvas_height,
+            background=_colour(background),
+        )
         try:
             left = (fit.canvas_width - fit.image_width) // 2
             top = (fit.canvas_height - fit.image_height) // 2
@@ -372,16 +475,28 @@ def _place_on_canvas(image: Image, fit: geometry.CanvasFit, background: str) -> 
 
 
 def _merge(image: Image, resource: Image, step: steps.Merge) -> Image:
-    """Return the image with the resource drawn above or below it; the size stays the image's."""
-    left = {"left": 0, "center": (image.width - resource.width) // 2, "right": image.width - resource.width}
-    top = {"top": 0, "middle": (image.height - resource.height) // 2, "bottom": image.height - resource.height}
+    """Return the image with the resource drawn above or below it; the size stays the
+    image's.
+    """
+    left = {
+        "left": 0,
+        "center": (image.width - resource.width) // 2,
+        "right": image.width - resource.width,
+    }
+    top = {
+        "top": 0,
+        "middle": (image.height - resource.height) // 2,
+        "bottom": image.height - resource.height,
+    }
     x, y = left[step.horizontal], top[step.vertical]
     if step.layer == "above":
         image.composite(resource, left=x, top=y)
         return image
 
     with image:
-        result = Image(width=image.width, height=image.height, background=Color("transparent"))
+        result = Image(
+            width=image.width, height=image.height, background=Color("transparent")
+        )
         try:
             result.composite(resource, left=x, top=y)
             result.composite(image, left=0, top=0)
@@ -391,10 +506,22 @@ def _merge(image: Image, resource: Image, step: steps.Merge) -> Image:
     return result
 
 
-def encode(image: Image, output_format: str, quality: int, dpi: int | None, settings: RenderSettings) -> bytes:
-    """Return the image encoded as 8-bit sRGB `output_format`; JPEG gets alpha flattened on the background."""
+def encode(
+    image: Image,
+    output_format: str,
+    quality: int,
+    dpi: int | None,
+    settings: RenderSettings,
+) -> bytes:
+    """Return the image encoded as 8-bit sRGB `output_format`; JPEG gets alpha flattened
+    on the background.
+    """
     if output_format not in steps.OUTPUT_FORMATS:
-        raise EntryFailure("render_failed", f"output format {output_format!r} is invalid; allowed: {', '.join(steps.OUTPUT_FORMATS)}")
+        raise EntryFailure(
+            "render_failed",
+            f"output format {output_format!r} is invalid; "
+            f"allowed: {', '.join(steps.OUTPUT_FORMATS)}",
+        )
 
     if output_format == "jpeg":
         if image.alpha_channel:
@@ -408,7 +535,7 @@ def encode(image: Image, output_format: str, quality: int, dpi: int | None, sett
     elif output_format == "webp":
         image.compression_quality = quality
     else:
-        # Keep PNG truecolour, so a grey or palette source still gives 8-bit RGB(A) output.
+        # Force truecolour, so that grey or palette sources give 8-bit RGB(A) PNG.
         image.options["png:color-type"] = "6" if image.alpha_channel else "2"
         image.options["png:bit-depth"] = "8"
     image.depth = 8
@@ -417,7 +544,7 @@ def encode(image: Image, output_format: str, quality: int, dpi: int | None, sett
         image.units = "pixelsperinch"
         image.resolution = (dpi, dpi)
         if output_format == "png":
-            # strip() (ImageMagick 6.9) excludes the pHYs chunk too; keep the rest excluded.
+            # strip() in ImageMagick 6.9 also excludes pHYs; exclude only the others.
             image.artifacts["png:exclude-chunk"] = _PNG_CHUNKS_EXCLUDED_WITH_DPI
 
     return bytes(image.make_blob(output_format))
@@ -427,7 +554,9 @@ def _colour(value: str) -> Color:
     try:
         return Color(value)
     except (ValueError, WandException) as error:
-        raise EntryFailure("render_failed", f"colour {value!r} is not known to ImageMagick: {error}") from error
+        raise EntryFailure(
+            "render_failed", f"colour {value!r} is not known to ImageMagick: {error}"
+        ) from error
 
 
 def _flatten_colour(value: str) -> Color:
@@ -441,7 +570,10 @@ def _checked_target(target: Path, settings: RenderSettings) -> Path:
         relative = target.relative_to(settings.cache_root)
         return cache.resolve_inside(settings.cache_root, str(relative))
     except (ValueError, PathOutsideRootError) as error:
-        raise EntryFailure("outside_root", f"target {target} is not below the cache root {settings.cache_root}") from error
+        raise EntryFailure(
+            "outside_root",
+            f"target {target} is not below the cache root {settings.cache_root}",
+        ) from error
 
 
 def _write_copy(copy: CopyTarget, data: bytes, settings: RenderSettings) -> EntryResult:
@@ -452,6 +584,9 @@ def _write_copy(copy: CopyTarget, data: bytes, settings: RenderSettings) -> Entr
         return _failed(copy.entry_id, failure)
     except StorageError as error:
         return _failed(copy.entry_id, EntryFailure("render_failed", error.message))
+    except OSError as error:
+        message = f"cannot create the folders of {copy.target}: {error}"
+        return _failed(copy.entry_id, EntryFailure("render_failed", message))
 
     return EntryResult(copy.entry_id, size, None, "")
 
@@ -461,7 +596,14 @@ def _failed(entry_id: int, failure: EntryFailure) -> EntryResult:
 
 
 def _fail_all(job: SourceJob, failure: EntryFailure) -> list[EntryResult]:
-    logger.info("file %d: all entries failed (%s): %s", job.file_id, failure.failure, failure.message)
-    entry_ids = [copy.entry_id for copy in job.copies] + [derivative.entry_id for derivative in job.derivatives]
+    logger.info(
+        "file %d: all entries failed (%s): %s",
+        job.file_id,
+        failure.failure,
+        failure.message,
+    )
+    entry_ids = [copy.entry_id for copy in job.copies] + [
+        derivative.entry_id for derivative in job.derivatives
+    ]
 
     return [_failed(entry_id, failure) for entry_id in entry_ids]

@@ -1,18 +1,20 @@
 """A pool of render worker processes with per-image time limits and crash isolation.
 
-Each worker is a spawned process (no parent state is inherited) that renders one source job
-at a time. The parent enforces the time limit itself: a worker that runs past
-`timeout_seconds` is killed and the job's entries fail with "timed_out"; a worker that dies
-(segmentation fault, abort, out of memory) fails its job with "crashed". Either way a fresh
-worker takes the next job. Workers are replaced after `images_per_worker` jobs to bound the
-memory that ImageMagick and the allocator keep. Each worker has its own ImageMagick temporary
-folder below `temp_root`, which the parent empties before the worker starts and deletes after
-it ends, so the files a killed worker leaves behind are removed too.
+Each worker is a spawned process (no parent state is inherited) that renders one source
+job at a time. The parent enforces the time limit itself. A worker that runs past
+`timeout_seconds` is killed, and the job's entries fail with "timed_out". A worker that
+dies (segmentation fault, abort, out of memory) fails its job with "crashed". Either
+way a fresh worker takes the next job. Workers are replaced after `images_per_worker`
+jobs to bound the memory that ImageMagick and the allocator keep. Each worker has its
+own ImageMagick temporary folder below `temp_root`. The parent empties it before the
+worker starts and deletes it after the worker ends, so files left by a killed worker go
+too.
 
 This module imports no Wand: the spawned worker sets its environment before it loads the
 renderer.
 """
 
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -43,17 +45,21 @@ SHUTDOWN_GRACE_SECONDS = 5.0
 
 
 def render_source(job: SourceJob, settings: RenderSettings) -> list[EntryResult]:
-    """Render `job` in the calling process; see damjobs.render.pipeline.render_source."""
+    """Render `job` in this process; see damjobs.render.pipeline.render_source."""
     from damjobs.render import pipeline
 
     return pipeline.render_source(job, settings)
 
 
 def _worker_main(
-    connection: Connection, settings: RenderSettings, temp_folder: str, render: RenderFunction | None
+    connection: Connection,
+    settings: RenderSettings,
+    temp_folder: str,
+    render: RenderFunction | None,
 ) -> None:
-    """Run in the worker process: set up ImageMagick, then render jobs until told to stop."""
-    # The parent decides when work stops; a Ctrl-C on the terminal reaches every process.
+    """Set up ImageMagick in the worker, then render jobs until it receives None."""
+    # The parent decides when work stops, and a Ctrl-C on the terminal reaches every
+    # process of the group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # ImageMagick reads these when it is loaded, which happens on the import below.
@@ -61,7 +67,9 @@ def _worker_main(
     os.environ["MAGICK_TEMPORARY_PATH"] = temp_folder
     os.environ["TMPDIR"] = temp_folder
     if render is None:
-        from damjobs.render.pipeline import render_source as render
+        from damjobs.render.pipeline import render_source
+
+        render = render_source
 
     connection.send(("ready", os.getpid()))
     while True:
@@ -73,7 +81,8 @@ def _worker_main(
             return
         try:
             results = render(job, settings)
-        except Exception as error:  # noqa: BLE001 - reported to the parent, which fails the job's entries
+        except Exception as error:
+            # A bug in the renderer: the parent logs it and fails only this job.
             connection.send(("error", "".join(traceback.format_exception(error))))
             continue
         connection.send(("done", results))
@@ -96,11 +105,13 @@ class RenderPool:
     """
     Render source jobs in worker processes; use as a context manager.
 
-    `render` replaces the render function in the workers; it must be a module-level function
-    (it is pickled by name) and exists for tests that need a worker to hang or crash.
+    `render` replaces the render function in the workers, for tests that need a worker
+    to hang or crash. It must be a module-level function, because it is pickled by name.
     """
 
-    def __init__(self, settings: RenderSettings, render: RenderFunction | None = None) -> None:
+    def __init__(
+        self, settings: RenderSettings, render: RenderFunction | None = None
+    ) -> None:
         if settings.workers < 1:
             raise ValueError(f"workers must be at least 1, got {settings.workers}")
         self.settings = settings
@@ -110,28 +121,37 @@ class RenderPool:
         self._numbers = itertools.count(1)
         self._stopping = False
         self._start_failures = 0
+        self._next_job: SourceJob | None = None
 
     def __enter__(self) -> "RenderPool":
         self.settings.temp_root.mkdir(parents=True, exist_ok=True)
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
     ) -> None:
         self.close()
 
     def stop(self) -> None:
-        """Take no new jobs; `run` still yields the jobs in flight, then returns."""
+        """
+        Take no new jobs; `run` still yields the jobs in flight, then returns.
+
+        A job that `run` already took from its iterator but had not sent to a worker
+        yet is dropped without a result.
+        """
         self._stopping = True
 
     def close(self) -> None:
-        """Stop every worker (killing the ones that do not exit in time) and delete their temp folders."""
+        """Stop every worker (killing the ones that do not exit in time) and delete
+        their temp folders.
+        """
         for worker in self._workers:
             if worker.process.is_alive() and worker.job is None:
-                try:
+                with contextlib.suppress(OSError):
                     worker.connection.send(None)
-                except OSError:
-                    pass
         deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
         for worker in list(self._workers):
             if worker.job is not None:
@@ -139,12 +159,14 @@ class RenderPool:
             worker.process.join(max(0.0, deadline - time.monotonic()))
             self._discard(worker)
 
-    def run(self, jobs: Iterable[SourceJob]) -> Iterator[tuple[SourceJob, list[EntryResult]]]:
+    def run(
+        self, jobs: Iterable[SourceJob]
+    ) -> Iterator[tuple[SourceJob, list[EntryResult]]]:
         """
         Yield (job, results) for each job as it finishes, in completion order.
 
-        Jobs are taken from `jobs` only when a worker is free, so at most `workers` are in
-        flight. Raise RenderError when workers keep dying before they are ready.
+        Jobs are taken from `jobs` only when a worker is free, so at most `workers` are
+        in flight. Raise RenderError when workers keep dying before they are ready.
         """
         pending = iter(jobs)
         exhausted = False
@@ -152,19 +174,34 @@ class RenderPool:
             if not self._stopping and not exhausted:
                 exhausted = self._assign_jobs(pending)
             taking_jobs = not exhausted and not self._stopping
-            busy = [w for w in self._workers if w.job is not None or (taking_jobs and not w.ready)]
+            busy = [
+                w
+                for w in self._workers
+                if w.job is not None or (taking_jobs and not w.ready)
+            ]
             if not busy:
                 return
             yield from self._wait_for_events(busy)
 
     def _assign_jobs(self, pending: Iterator[SourceJob]) -> bool:
-        """Give a job to each free worker, starting workers as needed; return True when `pending` is exhausted."""
+        """
+        Give a job to each ready, idle worker; return True when `pending` is exhausted.
+
+        Workers are started only once a job is waiting, so an empty run spawns none.
+        A job taken from `pending` while no worker is ready waits in `_next_job`.
+        """
+        if self._next_job is None:
+            self._next_job = next(pending, None)
+            if self._next_job is None:
+                return True
         while len(self._workers) < self.settings.workers:
             self._start_worker()
+
         for worker in self._workers:
             if not worker.ready or worker.job is not None:
                 continue
-            job = next(pending, None)
+            job = self._next_job if self._next_job is not None else next(pending, None)
+            self._next_job = None
             if job is None:
                 return True
             # Mapping proxies and other read-only mappings do not pickle; a dict does.
@@ -174,9 +211,14 @@ class RenderPool:
             worker.deadline = time.monotonic() + self.settings.timeout_seconds
         return False
 
-    def _wait_for_events(self, busy: list[_Worker]) -> Iterator[tuple[SourceJob, list[EntryResult]]]:
+    def _wait_for_events(
+        self, busy: list[_Worker]
+    ) -> Iterator[tuple[SourceJob, list[EntryResult]]]:
         now = time.monotonic()
-        deadlines = [w.deadline if w.ready else w.started_at + STARTUP_TIMEOUT_SECONDS for w in busy]
+        deadlines = [
+            w.deadline if w.ready else w.started_at + STARTUP_TIMEOUT_SECONDS
+            for w in busy
+        ]
         timeout = max(0.0, min(deadlines) - now)
         handles = [w.connection for w in busy] + [w.process.sentinel for w in busy]
         ready = set(multiprocessing.connection.wait(handles, timeout))
@@ -192,7 +234,11 @@ class RenderPool:
                 if result is not None:
                     yield result
                 continue
-            limit = worker.deadline if worker.ready else worker.started_at + STARTUP_TIMEOUT_SECONDS
+            limit = (
+                worker.deadline
+                if worker.ready
+                else worker.started_at + STARTUP_TIMEOUT_SECONDS
+            )
             if time.monotonic() >= limit:
                 result = self._kill_overdue(worker)
                 if result is not None:
@@ -215,17 +261,29 @@ class RenderPool:
         worker.job = None
         worker.jobs_done += 1
         if kind == "error":
-            logger.error("rendering file %d raised an unexpected error:\n%s", job.file_id, payload)
+            logger.error(
+                "rendering file %d raised an unexpected error:\n%s",
+                job.file_id,
+                payload,
+            )
             last_line = payload.strip().splitlines()[-1]
-            results = _fail_job(job, "crashed", f"rendering raised an unexpected error: {last_line}")
+            results = _fail_job(
+                job, "crashed", f"rendering raised an unexpected error: {last_line}"
+            )
         else:
             results = payload
         if worker.jobs_done >= self.settings.images_per_worker:
-            logger.debug("recycling render worker %d after %d images", worker.number, worker.jobs_done)
+            logger.debug(
+                "recycling render worker %d after %d images",
+                worker.number,
+                worker.jobs_done,
+            )
             self._retire(worker)
         return job, results
 
-    def _worker_died(self, worker: _Worker) -> tuple[SourceJob, list[EntryResult]] | None:
+    def _worker_died(
+        self, worker: _Worker
+    ) -> tuple[SourceJob, list[EntryResult]] | None:
         worker.process.join(SHUTDOWN_GRACE_SECONDS)
         code = worker.process.exitcode
         reason = _describe_exit(code)
@@ -235,16 +293,27 @@ class RenderPool:
             self._count_start_failure(worker, reason)
             return None
 
-        logger.warning("render worker %d %s while rendering file %d", worker.number, reason, job.file_id)
-        return job, _fail_job(job, "crashed", f"the render worker {reason} while rendering this file")
+        logger.warning(
+            "render worker %d %s while rendering file %d",
+            worker.number,
+            reason,
+            job.file_id,
+        )
+        return job, _fail_job(
+            job, "crashed", f"the render worker {reason} while rendering this file"
+        )
 
-    def _kill_overdue(self, worker: _Worker) -> tuple[SourceJob, list[EntryResult]] | None:
+    def _kill_overdue(
+        self, worker: _Worker
+    ) -> tuple[SourceJob, list[EntryResult]] | None:
         worker.process.kill()
         worker.process.join(SHUTDOWN_GRACE_SECONDS)
         job = worker.job
         self._discard(worker)
         if job is None:
-            self._count_start_failure(worker, f"did not start within {STARTUP_TIMEOUT_SECONDS:g} s")
+            self._count_start_failure(
+                worker, f"did not start within {STARTUP_TIMEOUT_SECONDS:g} s"
+            )
             return None
 
         logger.warning(
@@ -253,7 +322,10 @@ class RenderPool:
             job.file_id,
             self.settings.timeout_seconds,
         )
-        message = f"rendering exceeded timeout_seconds {self.settings.timeout_seconds:g} and the worker was killed"
+        message = (
+            f"rendering exceeded timeout_seconds {self.settings.timeout_seconds:g} "
+            "and the worker was killed"
+        )
         return job, _fail_job(job, "timed_out", message)
 
     def _count_start_failure(self, worker: _Worker, reason: str) -> None:
@@ -261,8 +333,9 @@ class RenderPool:
         logger.error("render worker %d %s before it was ready", worker.number, reason)
         if self._start_failures >= MAX_CONSECUTIVE_START_FAILURES:
             raise RenderError(
-                f"{self._start_failures} render workers in a row failed to start; the last one {reason}",
-                hint="run the same job with workers = 1 and check the log for the worker's error",
+                f"{self._start_failures} render workers in a row failed to start; "
+                f"the last one {reason}",
+                hint="run the job with workers = 1 and check the log for the error",
             )
 
     def _start_worker(self) -> None:
@@ -279,13 +352,13 @@ class RenderPool:
         )
         process.start()
         child_end.close()
-        self._workers.append(_Worker(number, process, parent_end, temp_folder, time.monotonic()))
+        self._workers.append(
+            _Worker(number, process, parent_end, temp_folder, time.monotonic())
+        )
 
     def _retire(self, worker: _Worker) -> None:
-        try:
+        with contextlib.suppress(OSError):
             worker.connection.send(None)
-        except OSError:
-            pass
         worker.process.join(SHUTDOWN_GRACE_SECONDS)
         if worker.process.is_alive():
             worker.process.kill()
@@ -315,6 +388,8 @@ def _describe_exit(code: int | None) -> str:
 
 
 def _fail_job(job: SourceJob, failure: str, message: str) -> list[EntryResult]:
-    entry_ids = [copy.entry_id for copy in job.copies] + [derivative.entry_id for derivative in job.derivatives]
+    entry_ids = [copy.entry_id for copy in job.copies] + [
+        derivative.entry_id for derivative in job.derivatives
+    ]
 
     return [EntryResult(entry_id, None, failure, message) for entry_id in entry_ids]

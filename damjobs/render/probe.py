@@ -14,7 +14,11 @@ _MAX_PING_SIDE = 16000
 
 @dataclasses.dataclass(frozen=True)
 class Probe:
-    """What an imported file is: None values and empty EXIF when it is not an allowed image."""
+    """
+    Format, size and EXIF tags of an imported file.
+
+    The values are None and the EXIF is empty when the file is not an allowed image.
+    """
 
     format: str | None
     width: int | None
@@ -27,10 +31,11 @@ def probe_file(data: bytes) -> Probe:
     """
     Return the format, header size and EXIF tags of `data`.
 
-    The format comes from the magic number and the size from the header, without decoding.
-    EXIF comes from an ImageMagick ping (header only for JPEG, PNG, TIFF, GIF; WebP is decoded
-    fully) of the blob with that explicit format. A file that is no allowed image, or whose
-    metadata cannot be read, is not an error: the fields are None or empty.
+    The format comes from the magic number and the size from the header, without
+    decoding. EXIF comes from an ImageMagick ping (header only for JPEG, PNG, TIFF, GIF;
+    WebP is decoded fully) of the blob with that explicit format. A file that is no
+    allowed image, or whose metadata cannot be read, is not an error: the fields are
+    None or empty.
     """
     fmt = formats.sniff_format(data[:16])
     if fmt is None:
@@ -47,7 +52,9 @@ def probe_file(data: bytes) -> Probe:
 
 
 def read_exif(data: bytes, fmt: str) -> dict[str, str]:
-    """Return the EXIF tags of an image blob of a known format; empty when there are none or on error."""
+    """Return the EXIF tags of an image blob of a known format; empty when there are
+    none or on error.
+    """
     try:
         with Image.ping(blob=data, format=fmt) as image:
             metadata = dict(image.metadata.items())
@@ -58,7 +65,7 @@ def read_exif(data: bytes, fmt: str) -> dict[str, str]:
     exif = {}
     for key, value in metadata.items():
         name = key.removeprefix("exif:")
-        # Tags of the embedded thumbnail are "exif:thumbnail:..."; they describe another image.
+        # Skip "exif:thumbnail:..." tags, because they describe the embedded thumbnail.
         if name != key and ":" not in name:
             exif[name] = value
 

@@ -1,9 +1,9 @@
 """Transformation steps: their parameters, validation and JSON form.
 
 The database stores each step as a kind plus a JSON object of parameters. `parse_steps`
-turns a list of `{"kind": ..., <parameters>}` dicts into frozen, hashable step objects and
-raises DefinitionError naming the step number, the field, the invalid value and what is
-allowed. All sizes and offsets are pixels; `dpi` is dots per inch.
+turns a list of `{"kind": ..., <parameters>}` dicts into frozen, hashable step objects
+and raises DefinitionError naming the step number, the field, the invalid value and what
+is allowed. All sizes and offsets are pixels; `dpi` is dots per inch.
 """
 
 import dataclasses
@@ -21,13 +21,19 @@ MAX_DPI = 10000
 MAX_QUALITY = 100
 
 _COLOUR_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{0,39}")
-_COLOUR_HEX = re.compile(r"#(?:[0-9A-Fa-f]{3,4}|[0-9A-Fa-f]{6}|[0-9A-Fa-f]{8}|[0-9A-Fa-f]{12}|[0-9A-Fa-f]{16})")
-_COLOUR_FORMS = "a colour name such as 'white', '#rgb', '#rrggbb', '#rrggbbaa' or 'transparent'"
+_COLOUR_HEX = re.compile(
+    r"#(?:[0-9A-Fa-f]{3,4}|[0-9A-Fa-f]{6}|[0-9A-Fa-f]{8}|[0-9A-Fa-f]{12}|[0-9A-Fa-f]{16})"
+)
+_COLOUR_FORMS = (
+    "a colour name such as 'white', '#rgb', '#rrggbb', '#rrggbbaa' or 'transparent'"
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class Crop:
-    """Cut out the rectangle that starts at (x, y); the part outside the image is dropped."""
+    """Cut out the rectangle that starts at (x, y); the part outside the image is
+    dropped.
+    """
 
     kind: ClassVar[str] = "crop"
     x: int
@@ -48,10 +54,12 @@ class Resize:
 @dataclasses.dataclass(frozen=True)
 class Canvas:
     """
-    Fit the image inside width x height keeping its aspect ratio, and centre it on a canvas.
+    Fit the image inside width x height keeping its aspect ratio, and centre it on a
+    canvas.
 
-    A missing side is unlimited, and that side of the canvas equals the scaled image. The image
-    is only enlarged when `enlarge` is true. `background` None means the configured default.
+    A missing side is unlimited, and that side of the canvas equals the scaled image.
+    The image is only enlarged when `enlarge` is true. `background` None means the
+    configured default.
     """
 
     kind: ClassVar[str] = "canvas"
@@ -63,7 +71,7 @@ class Canvas:
 
 @dataclasses.dataclass(frozen=True)
 class Merge:
-    """Draw a resource image (a DAM file) at its native size at an anchor of the image."""
+    """Draw a resource image (a DAM file) at native size at an anchor of the image."""
 
     kind: ClassVar[str] = "merge"
     resource_file_id: int
@@ -90,13 +98,19 @@ class Quality:
 
 Step = Crop | Resize | Canvas | Merge | Dpi | Quality
 
-STEP_TYPES: dict[str, type[Step]] = {cls.kind: cls for cls in (Crop, Resize, Canvas, Merge, Dpi, Quality)}
+STEP_TYPES: dict[str, type[Step]] = {
+    cls.kind: cls for cls in (Crop, Resize, Canvas, Merge, Dpi, Quality)
+}
 
 
 def parse_steps(raw: Sequence[Mapping[str, Any]]) -> tuple[Step, ...]:
-    """Validate a list of step dicts and return the steps in order; raise DefinitionError."""
+    """Validate a list of step dicts and return the steps in order; raise
+    DefinitionError.
+    """
     if isinstance(raw, (str, bytes)) or not isinstance(raw, Sequence):
-        raise DefinitionError(f"steps must be a list of objects, got {type(raw).__name__}")
+        raise DefinitionError(
+            f"steps must be a list of objects, got {type(raw).__name__}"
+        )
 
     return tuple(_parse_step(item, number) for number, item in enumerate(raw, start=1))
 
@@ -107,7 +121,7 @@ def step_from_dict(raw: Mapping[str, Any]) -> Step:
 
 
 def step_to_dict(step: Step) -> dict[str, Any]:
-    """Return the JSON-ready dict of a step: its kind plus every parameter that is set."""
+    """Return the JSON-ready dict of a step: its kind and every parameter set."""
     result: dict[str, Any] = {"kind": step.kind}
     for field in dataclasses.fields(step):
         value = getattr(step, field.name)
@@ -118,9 +132,11 @@ def step_to_dict(step: Step) -> dict[str, Any]:
 
 
 def parse_output_format(value: object) -> str:
-    """Return `value` when it is one of OUTPUT_FORMATS; raise DefinitionError otherwise."""
+    """Return `value` if it is one of OUTPUT_FORMATS, else raise DefinitionError."""
     if value not in OUTPUT_FORMATS:
-        raise DefinitionError(f"output format {value!r} is invalid; allowed: {', '.join(OUTPUT_FORMATS)}")
+        raise DefinitionError(
+            f"output format {value!r} is invalid; allowed: {', '.join(OUTPUT_FORMATS)}"
+        )
 
     return str(value)
 
@@ -133,15 +149,29 @@ class _StepReader:
         self.label = f"step {number} ({kind})"
 
     def fail(self, field: str, value: object, allowed: str) -> DefinitionError:
-        return DefinitionError(f"{self.label}: {field} {value!r} is invalid; allowed: {allowed}")
+        return DefinitionError(
+            f"{self.label}: {field} {value!r} is invalid; allowed: {allowed}"
+        )
 
-    def integer(self, field: str, minimum: int, maximum: int | None = None, required: bool = True) -> int | None:
+    def integer(
+        self,
+        field: str,
+        minimum: int,
+        maximum: int | None = None,
+        required: bool = True,
+    ) -> int | None:
         if field not in self.raw or self.raw[field] is None:
             if required:
-                raise DefinitionError(f"{self.label}: {field} is missing; it is required")
+                raise DefinitionError(
+                    f"{self.label}: {field} is missing; it is required"
+                )
             return None
         value = self.raw[field]
-        allowed = f"an integer from {minimum} to {maximum}" if maximum is not None else f"an integer >= {minimum}"
+        allowed = (
+            f"an integer from {minimum} to {maximum}"
+            if maximum is not None
+            else f"an integer >= {minimum}"
+        )
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.fail(field, value, allowed)
         if value < minimum or (maximum is not None and value > maximum):
@@ -164,27 +194,36 @@ class _StepReader:
         value = self.raw.get(field)
         if value is None:
             return None
-        if not isinstance(value, str) or not (_COLOUR_NAME.fullmatch(value) or _COLOUR_HEX.fullmatch(value)):
+        if not isinstance(value, str) or not (
+            _COLOUR_NAME.fullmatch(value) or _COLOUR_HEX.fullmatch(value)
+        ):
             raise self.fail(field, value, _COLOUR_FORMS)
         return value
 
 
 def _parse_step(raw: Mapping[str, Any], number: int) -> Step:
     if not isinstance(raw, Mapping):
-        raise DefinitionError(f"step {number}: expected an object with a 'kind', got {raw!r}")
+        raise DefinitionError(
+            f"step {number}: expected an object with a 'kind', got {raw!r}"
+        )
     kind = raw.get("kind")
     step_type = STEP_TYPES.get(kind) if isinstance(kind, str) else None
     if step_type is None:
-        raise DefinitionError(f"step {number}: kind {kind!r} is invalid; allowed: {', '.join(STEP_TYPES)}")
-
-    field_names = [field.name for field in dataclasses.fields(step_type)]
-    unknown = sorted(str(name) for name in raw if name != "kind" and name not in field_names)
-    if unknown:
         raise DefinitionError(
-            f"step {number} ({kind}): field {unknown[0]!r} is unknown; allowed fields: {', '.join(field_names)}"
+            f"step {number}: kind {kind!r} is invalid; allowed: {', '.join(STEP_TYPES)}"
         )
 
-    reader = _StepReader(raw, number, kind)
+    field_names = [field.name for field in dataclasses.fields(step_type)]
+    unknown = sorted(
+        str(name) for name in raw if name != "kind" and name not in field_names
+    )
+    if unknown:
+        raise DefinitionError(
+            f"step {number} ({kind}): field {unknown[0]!r} is unknown; "
+            f"allowed fields: {', '.join(field_names)}"
+        )
+
+    reader = _StepReader(raw, number, step_type.kind)
     step: Step
     if step_type is Crop:
         step = Crop(
@@ -197,7 +236,9 @@ def _parse_step(raw: Mapping[str, Any], number: int) -> Step:
         width = reader.integer("width", 1, required=False)
         height = reader.integer("height", 1, required=False)
         if width is None and height is None:
-            raise DefinitionError(f"{reader.label}: width and height are both missing; give at least one")
+            raise DefinitionError(
+                f"{reader.label}: width and height are both missing; give at least one"
+            )
         if step_type is Resize:
             step = Resize(width=width, height=height)
         else:

@@ -35,7 +35,9 @@ class RenderSettings:
     max_pixels: int
     """Largest accepted width * height of a source or output."""
     default_background: str
-    """ImageMagick colour string, e.g. "white", for canvases and for flattening alpha into JPEG."""
+    """ImageMagick colour string, e.g. "white", for canvases and for flattening alpha
+    into JPEG.
+    """
     default_quality: int
     """Encoder quality 1..100 when no quality step is given."""
     default_output_format: str
@@ -85,7 +87,9 @@ class SourceJob:
     relative_path: str
     """Untrusted path relative to the originals root."""
     transformable: bool
-    """False for PDF, video and other files that only get byte copies and are never decoded."""
+    """False for PDF, video and other files that only get byte copies and are never
+    decoded.
+    """
     copies: tuple[CopyTarget, ...]
     derivatives: tuple[Derivative, ...]
     resources: Mapping[int, str]

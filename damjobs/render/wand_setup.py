@@ -1,12 +1,13 @@
-"""The one module that imports Wand, after putting damjobs's ImageMagick policy in place.
+"""The one module that imports Wand, after putting damjobs's ImageMagick policy in
+place.
 
-ImageMagick reads `MAGICK_CONFIGURE_PATH` once, when the library is loaded, and then applies
-every policy.xml it finds there in addition to the system one. So this module sets the variable
-before its `import wand` and raises if Wand was imported earlier by someone else. Every other
-damjobs module reaches Wand through the names exported here.
+ImageMagick reads `MAGICK_CONFIGURE_PATH` once, when the library is loaded, and then
+applies every policy.xml it finds there in addition to the system one. So this module
+sets the variable before its `import wand` and raises if Wand was imported earlier by
+someone else. Every other damjobs module reaches Wand through the names exported here.
 
-It also wraps the MagickCore calls that Wand 0.7 does not expose: reading the exception that a
-coder left on the image, and applying an ICC profile with a colour transform.
+It also wraps the MagickCore calls that Wand 0.7 does not expose: reading the exception
+that a coder left on the image, and applying an ICC profile with a colour transform.
 """
 
 import contextlib
@@ -19,25 +20,33 @@ _POLICY_FOLDER_CONTEXT = contextlib.ExitStack()
 
 
 def _policy_folder() -> str:
-    """Return a file-system folder that contains damjobs's policy.xml."""
-    resource = importlib.resources.files("damjobs.render") / "magick"
-    folder = _POLICY_FOLDER_CONTEXT.enter_context(importlib.resources.as_file(resource))
+    """
+    Return the folder of damjobs's policy.xml: the package folder when it is on disk.
 
-    return str(folder)
+    ImageMagick looks in that folder only for its own configuration names (policy.xml,
+    colors.xml, delegates.xml and the like), so the Python files beside it are ignored.
+    """
+    resource = importlib.resources.files("damjobs.render") / "policy.xml"
+    path = _POLICY_FOLDER_CONTEXT.enter_context(importlib.resources.as_file(resource))
+
+    return str(path.parent)
 
 
 if "wand.api" in sys.modules:
     raise RuntimeError(
-        "Wand was imported before damjobs.render.wand_setup, so damjobs's ImageMagick policy "
+        "Wand was imported before damjobs.render.wand_setup, "
+        "so damjobs's ImageMagick policy "
         "is not active; import Wand only through damjobs.render.wand_setup"
     )
 
 POLICY_FOLDER = _policy_folder()
 _configured = os.environ.get("MAGICK_CONFIGURE_PATH", "")
 if POLICY_FOLDER not in _configured.split(os.pathsep):
-    os.environ["MAGICK_CONFIGURE_PATH"] = os.pathsep.join(p for p in (POLICY_FOLDER, _configured) if p)
+    os.environ["MAGICK_CONFIGURE_PATH"] = os.pathsep.join(
+        p for p in (POLICY_FOLDER, _configured) if p
+    )
 
-from wand.api import library, libmagick  # noqa: E402
+from wand.api import libmagick, library  # noqa: E402
 from wand.color import Color  # noqa: E402
 from wand.exceptions import WandException  # noqa: E402
 from wand.image import IMAGE_TYPES, Image  # noqa: E402
@@ -49,18 +58,22 @@ __all__ = [
     "ImageProblem",
     "WandException",
     "apply_profile",
+    "has_profile",
     "image_problem",
     "read_image",
     "set_image_type",
 ]
 
-# Severity values of MagickCore's ExceptionType enum (ImageMagick 6, magick/exception.h).
+# Severity values of MagickCore's ExceptionType enum (ImageMagick 6,
+# magick/exception.h).
 ERROR_SEVERITY = 400
 CORRUPT_IMAGE_WARNING = 325
 
 
 class _ExceptionInfoHead(ctypes.Structure):
-    """The leading fields of MagickCore's ExceptionInfo struct, which is all this module reads."""
+    """The leading fields of MagickCore's ExceptionInfo struct, which is all this module
+    reads.
+    """
 
     _fields_ = [
         ("severity", ctypes.c_int),
@@ -74,18 +87,27 @@ libmagick.GetImageException.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
 libmagick.GetImageException.restype = None
 libmagick.DestroyExceptionInfo.argtypes = [ctypes.c_void_p]
 libmagick.DestroyExceptionInfo.restype = ctypes.c_void_p
-library.MagickProfileImage.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t]
+library.MagickProfileImage.argtypes = [
+    ctypes.c_void_p,
+    ctypes.c_char_p,
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+]
 library.MagickProfileImage.restype = ctypes.c_int
 library.MagickSetFilename.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
 library.MagickSetFormat.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-library.MagickReadImageBlob.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+library.MagickReadImageBlob.argtypes = [
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+]
 library.MagickReadImageBlob.restype = ctypes.c_int
 library.MagickSetType.argtypes = [ctypes.c_void_p, ctypes.c_int]
 library.MagickSetType.restype = ctypes.c_int
 
 
 class ImageProblem:
-    """The most severe exception a coder recorded on a decoded image."""
+    """The highest-severity exception that a coder recorded on a decoded image."""
 
     def __init__(self, severity: int, reason: str) -> None:
         self.severity = severity
@@ -100,13 +122,19 @@ class ImageProblem:
         return f"ImageProblem({self.severity}, {self.reason!r})"
 
 
-def read_image(data: bytes, fmt: str, *, first_frame: bool, jpeg_size: tuple[int, int] | None = None) -> Image:
+def read_image(
+    data: bytes,
+    fmt: str,
+    *,
+    first_frame: bool,
+    jpeg_size: tuple[int, int] | None = None,
+) -> Image:
     """
     Decode `data` with the coder of `fmt` and no content sniffing.
 
-    `first_frame` reads only frame or page 0 of a GIF or TIFF, through the "[0]" scene suffix on
-    the fixed name "buffer.<fmt>" (never a name taken from the input). `jpeg_size` is the
-    `jpeg:size` hint that lets libjpeg decode at a reduced scale.
+    `first_frame` reads only frame or page 0 of a GIF, TIFF or WebP. It works through
+    the "[0]" scene suffix on the fixed name "buffer.<fmt>", not a name from the input.
+    `jpeg_size` is the `jpeg:size` hint that lets libjpeg decode at a reduced scale.
     Raise WandException when the read fails.
     """
     image = Image()
@@ -119,7 +147,9 @@ def read_image(data: bytes, fmt: str, *, first_frame: bool, jpeg_size: tuple[int
         library.MagickSetFilename(image.wand, b"buffer." + coder + suffix)
         if not library.MagickReadImageBlob(image.wand, data, len(data)):
             image.raise_exception()
-            raise WandException(f"ImageMagick could not read the {fmt} data and gave no reason")
+            raise WandException(
+                f"ImageMagick could not read the {fmt} data and gave no reason"
+            )
     except BaseException:
         image.close()
         raise
@@ -131,8 +161,9 @@ def image_problem(image: Image) -> ImageProblem | None:
     """
     Return the exception that the coder stored on the image, or None.
 
-    Wand only looks at the wand's exception after a failed read. Coders of ImageMagick 6 report
-    warnings, and some errors, on the image struct instead, where only GetImageException sees them.
+    Wand only looks at the wand's exception after a failed read. Coders of ImageMagick 6
+    report warnings, and some errors, on the image struct instead, where only
+    GetImageException reads them.
     """
     info = libmagick.AcquireExceptionInfo()
     try:
@@ -140,32 +171,45 @@ def image_problem(image: Image) -> ImageProblem | None:
         head = _ExceptionInfoHead.from_address(info)
         if head.severity == 0:
             return None
-        parts = [part.decode(errors="replace") for part in (head.reason, head.description) if part]
+        parts = [
+            part.decode(errors="replace")
+            for part in (head.reason, head.description)
+            if part
+        ]
         return ImageProblem(head.severity, " ".join(parts))
     finally:
         libmagick.DestroyExceptionInfo(info)
+
+
+def has_profile(image: Image, name: str) -> bool:
+    """Return True when the image carries the named profile, e.g. "icc"."""
+    # Wand 0.7's ProfileDict returns None for a missing key instead of raising KeyError,
+    # so the `in` operator of its Mapping base class is always True.
+    return name in list(image.profiles)
 
 
 def apply_profile(image: Image, icc: bytes) -> None:
     """
     Apply an ICC profile through MagickProfileImage.
 
-    When the image already has a profile, the pixels are transformed from that profile into
-    `icc` by LCMS; otherwise `icc` is only attached and describes the existing pixels.
-    Wand's `profiles[...] = ...` always only attaches, so it cannot convert.
+    When the image already has a profile, the pixels are transformed from that profile
+    into `icc` by LCMS; otherwise `icc` is only attached and describes the existing
+    pixels. Wand's `profiles[...] = ...` always only attaches, so it cannot convert.
     """
     buffer = ctypes.create_string_buffer(icc, len(icc))
     if not library.MagickProfileImage(image.wand, b"icc", buffer, len(icc)):
         image.raise_exception()
-        raise WandException("ImageMagick could not apply the ICC profile and gave no reason")
+        raise WandException(
+            "ImageMagick could not apply the ICC profile and gave no reason"
+        )
 
 
 def set_image_type(image: Image, image_type: str) -> None:
     """
     Set the image type that the encoder writes, e.g. "truecolor".
 
-    Wand's `type` property converts the pixels but leaves the wand's own type setting alone, and
-    ImageMagick 6's JPEG encoder still writes all-grey pixels as a one-channel JPEG unless that
-    setting is TrueColor.
+    Wand's `type` property converts the pixels but leaves the wand's own type setting
+    alone, and ImageMagick 6's JPEG encoder still writes all-grey pixels as a one-
+    channel JPEG unless that setting is TrueColor.
     """
     library.MagickSetType(image.wand, IMAGE_TYPES.index(image_type))

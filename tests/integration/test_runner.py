@@ -99,7 +99,7 @@ def test_same_host_holder_with_lock_blocks(workspace):
     finally:
         lock.release()
 
-    assert "precache.lock" in raised.value.message
+    assert "is already running on this host" in raised.value.message
 
 
 def test_manual_start_takes_enqueued_slot(workspace):

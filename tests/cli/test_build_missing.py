@@ -1,0 +1,267 @@
+"""precache and build-missing end to end through the CLI, on real photographs."""
+
+import json
+import os
+import shutil
+import signal
+import time
+
+import pytest
+from PIL import Image
+
+from damjobs.db import models
+from tests.helpers import make_workspace, real_photos
+
+DEFINITIONS = """
+[[setting]]
+name = "thumb"
+output_format = "webp"
+auto_cache = true
+steps = [{ kind = "resize", width = 320 }]
+
+[[setting]]
+name = "square"
+output_format = "jpeg"
+auto_cache = true
+steps = [{ kind = "canvas", width = 400, height = 400 }, { kind = "quality", quality = 80 }]
+"""
+
+
+def pick_photos(count):
+    """Return `count` photographs: JPEG, PNG with alpha and WebP first, smallest first."""
+    photos = sorted(real_photos(), key=lambda path: path.stat().st_size)
+    chosen = []
+    for suffix in (".jpg", ".png", ".webp"):
+        chosen += [p for p in photos if p.suffix == suffix][:1]
+    chosen += [p for p in photos if p not in chosen]
+
+    return chosen[:count]
+
+
+def prepare(tmp_path, database_url, photo_count=3):
+    workspace = make_workspace(tmp_path / "ws", database_url)
+    source = tmp_path / "photos"
+    source.mkdir()
+    for photo in pick_photos(photo_count):
+        shutil.copy(photo, source / photo.name)
+    definitions = tmp_path / "definitions.toml"
+    definitions.write_text(DEFINITIONS)
+    for arguments in (("import", str(source), "--into", "photos"),
+                      ("define", str(definitions)), ("-q", "precache")):
+        done = workspace.cli(*arguments)
+        assert done.returncode == 0, done.stderr
+
+    return workspace
+
+
+def summary_of(done):
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def visible_cache_files(workspace):
+    return sorted(
+        path for path in workspace.cache.rglob("*")
+        if path.is_file() and ".damjobs" not in str(path.relative_to(workspace.cache))
+    )
+
+
+def test_build_missing_renders_every_entry(tmp_path, database_url):
+    workspace = prepare(tmp_path, database_url)
+
+    done = workspace.cli("build-missing", "--json")
+
+    summary = summary_of(done)
+    assert done.returncode == 0, done.stderr
+    assert summary["processed"] == 9
+    assert summary["failed"] == 0
+    assert models.CacheEntry.select().where(models.CacheEntry.state != "built").count() == 0
+    assert len(visible_cache_files(workspace)) == 9
+
+
+def test_rendered_files_have_expected_sizes(tmp_path, database_url):
+    workspace = prepare(tmp_path, database_url, photo_count=1)
+    workspace.cli("build-missing")
+
+    sizes = {}
+    for entry in models.CacheEntry.select():
+        with Image.open(workspace.cache / entry.path) as image:
+            sizes[entry.output_format] = (image.format, image.size[0])
+
+    assert sizes["webp"] == ("WEBP", 320)
+    assert sizes["jpeg"] == ("JPEG", 400)
+    assert sizes["original"][0] == "JPEG"
+
+
+def test_second_run_renders_nothing(tmp_path, database_url):
+    workspace = prepare(tmp_path, database_url)
+    workspace.cli("build-missing")
+
+    summary = summary_of(workspace.cli("build-missing", "--json"))
+
+    assert summary["processed"] == 0
+
+
+def test_file_deleted_from_disk_is_rendered_again(tmp_path, database_url):
+    workspace = prepare(tmp_path, database_url)
+    workspace.cli("build-missing")
+    entry = models.CacheEntry.select().where(models.CacheEntry.output_format == "webp").first()
+    (workspace.cache / entry.path).unlink()
+
+    summary = summary_of(workspace.cli("build-missing", "--json"))
+
+    assert summary["processed"] == 1
+    assert (workspace.cache / entry.path).is_file()
+
+
+def test_empty_file_is_rendered_again(tmp_path, database_url):
+    workspace = prepare(tmp_path, database_url, photo_count=1)
+    workspace.cli("build-missing")
+    entry = models.CacheEntry.select().where(models.CacheEntry.output_format == "jpeg").first()
+    (workspace.cache / entry.path).write_bytes(b"")
+
+    summary = summary_of(workspace.cli("build-missing", "--json"))
+
+    assert summary["processed"] == 1
+    assert (workspace.cache / entry.path).stat().st_size > 0
+
+
+def test_bad_original_fails_only_its_entries(tmp_path, database_url):
+    workspace = prepare(tmp_path, database_url)
+    broken = models.File.select().where(models.File.format == "jpeg").first()
+    path = workspace.originals / broken.path
+    path.write_bytes(path.read_bytes()[:600])
+
+    done = workspace.cli("build-missing", "--json")
+
+    summary = summary_of(done)
+    assert done.returncode == 4
+    assert summary["failed"] == 3
+    assert summary["processed"] == 9
+    failed = models.CacheEntry.select().where(models.CacheEntry.state == "failed")
+    assert {entry.file_id for entry in failed} == {broken.id}
+    assert {entry.failure for entry in failed} == {"corrupt"}
+
+
+def test_failed_entries_wait_for_retry_failed(tmp_path, database_url):
+    workspace = prepare(tmp_path, database_url, photo_count=1)
+    photo = models.File.get()
+    original = (workspace.originals / photo.path).read_bytes()
+    (workspace.originals / photo.path).write_bytes(original[:600])
+    workspace.cli("build-missing")
+    (workspace.originals / photo.path).write_bytes(original)
+
+    plain = summary_of(workspace.cli("build-missing", "--json"))
+    retried = summary_of(workspace.cli("build-missing", "--retry-failed", "--json"))
+
+    assert plain["processed"] == 0
+    assert retried["processed"] == 3
+    assert retried["failed"] == 0
+
+
+def test_limit_stops_with_work_left(tmp_path, database_url):
+    workspace = prepare(tmp_path, database_url)
+
+    done = workspace.cli("build-missing", "--limit", "4", "--json")
+
+    summary = summary_of(done)
+    assert done.returncode == 0
+    assert summary["processed"] == 4
+    assert summary["left"] == 5
+
+
+def test_dry_run_lists_and_writes_nothing(tmp_path, database_url):
+    workspace = prepare(tmp_path, database_url)
+
+    done = workspace.cli("build-missing", "--dry-run")
+
+    assert done.returncode == 0
+    assert len([line for line in done.stdout.splitlines() if "-> " in line]) == 9
+    assert visible_cache_files(workspace) == []
+
+
+def test_precache_then_run_queued_builds(tmp_path, database_url):
+    workspace = prepare(tmp_path, database_url, photo_count=1)
+
+    done = workspace.cli("-q", "run-queued")
+
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    status = models.JobStatus.select().where(models.JobStatus.job == "build-missing").get()
+    assert status.trigger == "queued"
+    assert status.state == "succeeded"
+
+
+def wait_for(condition, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def running(workspace):
+    return models.JobSlot.select().where(
+        (models.JobSlot.job == "build-missing") & (models.JobSlot.state == "running")
+    ).exists()
+
+
+def built_count():
+    return models.CacheEntry.select().where(models.CacheEntry.state == "built").count()
+
+
+@pytest.fixture
+def slow_workspace(tmp_path, database_url, monkeypatch):
+    """A workspace with enough work that a run takes several seconds on one worker."""
+    monkeypatch.setenv("DAMJOBS__RENDER__WORKERS", "1")
+    return prepare(tmp_path, database_url, photo_count=6)
+
+
+def test_second_start_exits_3_naming_holder(slow_workspace):
+    first = slow_workspace.popen("build-missing")
+    try:
+        assert wait_for(lambda: running(slow_workspace))
+        second = slow_workspace.cli("build-missing")
+        quiet = slow_workspace.cli("-q", "build-missing")
+    finally:
+        first.wait(timeout=300)
+
+    assert second.returncode == 3
+    assert "already running" in second.stderr
+    assert f"pid {first.pid}" in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1
+    assert quiet.returncode == 3
+    assert quiet.stderr == ""
+    assert first.returncode == 0
+
+
+def test_sigterm_cancels_and_releases(slow_workspace):
+    run = slow_workspace.popen("build-missing")
+    assert wait_for(lambda: running(slow_workspace))
+
+    run.send_signal(signal.SIGTERM)
+    run.wait(timeout=120)
+
+    status = models.JobStatus.select().where(models.JobStatus.job == "build-missing").get()
+    assert run.returncode == 130
+    assert status.state == "cancelled"
+    assert models.JobSlot.select().where(models.JobSlot.job == "build-missing").count() == 0
+    assert [p for p in slow_workspace.cache.rglob("*.damjobs-tmp-*")] == []
+
+
+def test_sigkill_leaves_no_partial_file_and_next_run_finishes(slow_workspace):
+    run = slow_workspace.popen("build-missing")
+    assert wait_for(lambda: built_count() >= 2)
+
+    run.kill()
+    run.wait(timeout=30)
+    time.sleep(0.5)
+    for path in visible_cache_files(slow_workspace):
+        with Image.open(path) as image:
+            image.load()
+
+    done = slow_workspace.cli("build-missing", "--json")
+
+    assert done.returncode == 0, done.stderr
+    assert models.CacheEntry.select().where(models.CacheEntry.state != "built").count() == 0
+    assert list(slow_workspace.cache.rglob(".damjobs-tmp-*")) == []
