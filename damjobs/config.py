@@ -87,6 +87,22 @@ def _group(value: Any) -> str | None:
     return None
 
 
+def _search_hosts(value: Any) -> str | None:
+    hosts = [host.strip() for host in value.split(",")]
+    if not all(re.fullmatch(r"https?://[^/\s]+/?", host) for host in hosts):
+        return "must be http:// or https:// URLs without a path, separated by commas"
+    if any(re.match(r"https?://[^/@]*:[^/@]*@", host) for host in hosts):
+        return "must not contain a password; set DAMJOBS__INDEX__PASSWORD instead"
+    return None
+
+
+def _index_name(value: Any) -> str | None:
+    # OpenSearch index and alias names are lowercase and cannot start with -, _ or +.
+    if re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,200}", value) is None:
+        return "must be lowercase letters, digits, '.', '_' or '-', starting with a letter or digit"
+    return None
+
+
 KEYS: tuple[Key, ...] = (
     Key("paths", "originals_root", "path", None, "Folder holding the original files.",
         starter="originals"),
@@ -144,6 +160,73 @@ KEYS: tuple[Key, ...] = (
     Key("jobs", "max_log_items_per_run", "int", 500,
         "Warnings and errors of one run stored as log items; the rest are counted.",
         check=_at_least(0)),
+    Key("purge", "lock_wait_timeout_seconds", "int", 5,
+        "Seconds a purge batch waits for a row lock before it rolls back and retries.",
+        check=_at_least(1)),
+    Key("purge", "max_attempts", "int", 6,
+        "Attempts of one purge batch that hits deadlocks or lock-wait timeouts; the pause "
+        "between attempts doubles from 0.2 s up to 5 s.", check=_at_least(1)),
+    Key("purge_old_logs", "max_age_days", "int", 30,
+        "Log items older than this many days are deleted; --max-age-days overrides it.",
+        check=_at_least(1)),
+    Key("purge_old_logs", "batch_size", "int", 10000,
+        "Rows of the log item table that one committed delete covers at most.",
+        check=_between(1, 100000)),
+    Key("purge_old_job_statuses", "max_age_hours", "int", 24,
+        "Job statuses not updated for this many hours are deleted.", check=_at_least(1)),
+    Key("purge_old_job_statuses", "batch_size", "int", 5000,
+        "Rows of the job status table that one committed delete covers at most.",
+        check=_between(1, 100000)),
+    Key("purge_expired_published", "grace_minutes", "int", 0,
+        "Minutes after its expiry time that a published file is still kept.",
+        check=_at_least(0)),
+    Key("purge_expired_published", "batch_size", "int", 500,
+        "Published files whose copies and rows one committed batch deletes at most.",
+        check=_between(1, 10000)),
+    Key("purge_custom_transformations", "grace_minutes", "int", 60,
+        "Minutes since its last request, or since its cached file was written, during which "
+        "a custom transformation is kept.", check=_at_least(0)),
+    Key("purge_custom_transformations", "batch_size", "int", 200,
+        "Custom transformations that one committed batch deletes at most, with their files.",
+        check=_between(1, 10000)),
+    Key("index", "hosts", "str", "http://localhost:9200",
+        "OpenSearch URLs, separated by commas, such as https://search1:9200.",
+        check=_search_hosts),
+    Key("index", "user", "str", "", "User for HTTP basic authentication; \"\" sends none."),
+    Key("index", "password", "str", "",
+        "Password of index.user; set it only in the environment.", secret=True),
+    Key("index", "verify_certs", "bool", True,
+        "Verify the TLS certificate of an https:// host."),
+    Key("index", "ca_file", "str", "",
+        "PEM file of the CA that signed the cluster's certificate; \"\" uses the system CAs."),
+    Key("index", "timeout_seconds", "float", 60.0,
+        "Seconds to wait for one request to the cluster.", check=_at_least(1)),
+    Key("index", "alias", "str", "dam-files",
+        "Alias that the DAM searches; each rebuild creates ALIAS-<UTC time> behind it.",
+        check=_index_name),
+    Key("index", "batch_size", "int", 1000,
+        "Files read from the database and sent in one bulk request.",
+        check=_between(1, 50000)),
+    Key("index", "bulk_concurrency", "int", 2,
+        "Bulk requests in flight at once while loading.", check=_between(1, 16)),
+    Key("index", "max_retries", "int", 8,
+        "Times a document rejected with HTTP 429 is sent again, with a doubling wait.",
+        check=_at_least(0)),
+    Key("index", "max_failed_documents", "int", 100,
+        "Documents that may fail to index before the rebuild gives up without a swap.",
+        check=_at_least(0)),
+    Key("index", "keep_old_indices", "int", 1,
+        "Previous indices kept after a swap so that `damjobs index rollback` can return.",
+        check=_at_least(0)),
+    Key("index", "shards", "int", 1, "Primary shards of a new index.",
+        check=_between(1, 1024)),
+    Key("index", "replicas", "int", 1,
+        "Replicas of an index once loaded; loading runs with none.", check=_at_least(0)),
+    Key("index", "refresh_interval", "str", "1s",
+        "Refresh interval of an index once loaded, in OpenSearch time units such as 1s."),
+    Key("index", "catch_up_slack_seconds", "int", 300,
+        "Changes logged this long before a rebuild started are indexed again too, to cover "
+        "transactions still open when it started.", check=_at_least(0)),
 )
 
 
@@ -363,3 +446,21 @@ def _toml_literal(key: Key, value: Any) -> str:
         return repr(value)
 
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def reference_markdown() -> str:
+    """Return the Markdown table of every key that docs/configuration.md embeds."""
+    rows = [
+        "| key | environment variable | default | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
+    for key in KEYS:
+        if key.secret:
+            default = "(environment only)"
+        elif key.default is None:
+            default = "required"
+        else:
+            default = f"`{_toml_literal(key, key.default)}`"
+        rows.append(f"| `{key.dotted}` | `{key.env_name}` | {default} | {key.help} |")
+
+    return "\n".join(rows) + "\n"
