@@ -156,10 +156,46 @@ def boundary(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+GLOBAL_FLAGS = {"-q", "--quiet", "-v", "-vv", "-vvv", "--verbose"}
+GLOBAL_OPTIONS_WITH_VALUE = {"-c", "--config", "--log-file"}
+
+
+def hoist_global_options(arguments: list[str]) -> list[str]:
+    """
+    Move global options that follow the command name to the front.
+
+    Operators write `damjobs precache -q` as often as `damjobs -q precache`; both work.
+    Arguments after `--` stay where they are.
+    """
+    front: list[str] = []
+    rest: list[str] = []
+    index = 0
+    while index < len(arguments):
+        argument = arguments[index]
+        if argument == "--":
+            rest += arguments[index:]
+            break
+        name = argument.split("=", 1)[0]
+        if argument in GLOBAL_FLAGS:
+            front.append(argument)
+        elif name in GLOBAL_OPTIONS_WITH_VALUE and "=" in argument:
+            front.append(argument)
+        elif argument in GLOBAL_OPTIONS_WITH_VALUE and index + 1 < len(arguments):
+            front += arguments[index : index + 2]
+            index += 1
+        else:
+            rest.append(argument)
+        index += 1
+
+    return front + rest
+
+
 def main() -> None:
     """Entry point of the `damjobs` console script."""
-    app(prog_name="damjobs")
+    app(args=hoist_global_options(sys.argv[1:]), prog_name="damjobs")
 
 
 # The command modules register themselves on `app` when imported.
 from damjobs.cli import admin, jobs  # noqa: E402, F401
+from damjobs.cli import upkeep_commands  # noqa: E402, F401
+from damjobs.cli import search_commands  # noqa: E402, F401

@@ -99,3 +99,4 @@ def test_version_option():
 
     assert result.exit_code == 0
     assert result.output.startswith("damjobs ")
+
