@@ -63,7 +63,7 @@ def entry_relative_path(key: dict[str, int | str], extension: str) -> str:
     """
     Return the sharded cache path of one cache entry, relative to the cache root.
 
-    `key` holds the identity and the source versions of the entry. The name is the SHA-256
+    `key` contains the identity and the source versions of the entry. The name is the SHA-256
     of its canonical JSON, so a new version of any source gives a new path and the old file
     keeps serving until the new one is in place.
     """

@@ -93,7 +93,7 @@ class StopRequest:
 
 
 class RunContext:
-    """What a job's `run` function gets: settings, database, options, counters, stop flag."""
+    """The settings, database, options, counters and stop flag that a job's `run` receives."""
 
     def __init__(
         self,
@@ -498,7 +498,7 @@ def run_job(
     """
     Run one job under a claim (or without one for --dry-run) and return its summary.
 
-    Raise JobAlreadyRunningError when another process holds the job.
+    Raise JobAlreadyRunningError when another process has claimed the job.
     """
     with db.translated_errors("checking the schema version"):
         migrations.check_version(database)

@@ -90,7 +90,12 @@ def check_config_command() -> int:
         folder: Path = settings[key]
         writable = key != "paths.originals_root"
         ok = folder.is_dir() and os.access(folder, os.W_OK if writable else os.R_OK)
-        state = "ok" if ok else ("not writable" if folder.is_dir() else "missing")
+        if ok:
+            state = "ok"
+        elif folder.is_dir():
+            state = "not writable"
+        else:
+            state = "missing"
         problems += not ok
         print(f"{key}: {folder}: {state}")
     for key in ("render.srgb_profile", "render.cmyk_profile"):
@@ -336,7 +341,7 @@ def entries_command(
         typer.Option("--state", help="Only entries in this state: expected, built, failed, "
                      "obsolete.", show_default=False),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", help="Most entries to list.")] = 50,
+    limit: Annotated[int, typer.Option("--limit", help="Maximum number of entries to list.")] = 50,
     json_output: JsonOutput = False,
 ) -> int:
     """List cache entries with their source file, state and cached file path."""

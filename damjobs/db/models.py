@@ -218,7 +218,7 @@ class JobSlot(BaseModel):
     """
     The claim on one job: at most one enqueued or running run per job across all hosts.
 
-    `status_id` names the run that holds the slot and serves as the compare-and-set token.
+    `status_id` names the run that owns the slot and serves as the compare-and-set token.
     """
 
     job = peewee.CharField(max_length=64, primary_key=True)
@@ -239,6 +239,18 @@ class LogItem(BaseModel):
     status_id = peewee.IntegerField(null=True, index=True)
     file_id = peewee.IntegerField(null=True)
     message = peewee.TextField()
+
+
+class SearchChange(BaseModel):
+    """
+    A change that a running index rebuild must index again: one file, or every file under
+    one folder. Database triggers write these rows; rebuild-index reads and deletes them.
+    """
+
+    id = peewee.BigAutoField()
+    file_id = peewee.IntegerField(null=True)
+    folder_id = peewee.IntegerField(null=True)
+    changed_at = peewee.DateTimeField(index=True)
 
 
 class SchemaMigration(BaseModel):
@@ -265,5 +277,6 @@ ALL_MODELS = (
     JobStatus,
     JobSlot,
     LogItem,
+    SearchChange,
     SchemaMigration,
 )

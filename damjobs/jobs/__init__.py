@@ -3,7 +3,16 @@
 The CLI builds one subcommand per entry, and `run-queued` starts enqueued jobs by name.
 """
 
-from damjobs.jobs import build_missing, precache
+from damjobs.jobs import (
+    build_missing,
+    precache,
+    purge_custom_transformations,
+    purge_expired_published,
+    purge_old_job_statuses,
+    purge_old_logs,
+    rebuild_expired,
+    rebuild_index,
+)
 from damjobs.runner import JobDefinition
 
 JOBS: dict[str, JobDefinition] = {
@@ -19,5 +28,46 @@ JOBS: dict[str, JobDefinition] = {
         summary="Render every planned cache entry whose file is absent, empty or never built.",
         periodic=True,
         run=build_missing.run,
+    ),
+    "rebuild-expired": JobDefinition(
+        name="rebuild-expired",
+        summary="Render again the permanent cache entries whose expiry time has passed.",
+        periodic=True,
+        run=rebuild_expired.run,
+    ),
+    "rebuild-index": JobDefinition(
+        name="rebuild-index",
+        summary="Rebuild the search index from the database, then swap the alias to it.",
+        periodic=False,
+        run=rebuild_index.run,
+        takes_limit=False,
+    ),
+    "purge-custom-transformations": JobDefinition(
+        name="purge-custom-transformations",
+        summary="Delete custom transformations with their cache entries and cached files.",
+        periodic=False,
+        run=purge_custom_transformations.run,
+        takes_limit=False,
+    ),
+    "purge-expired-published": JobDefinition(
+        name="purge-expired-published",
+        summary="Delete published files whose expiry time has passed, copy and row.",
+        periodic=False,
+        run=purge_expired_published.run,
+        takes_limit=False,
+    ),
+    "purge-old-logs": JobDefinition(
+        name="purge-old-logs",
+        summary="Delete log items older than the configured age.",
+        periodic=True,
+        run=purge_old_logs.run,
+        takes_limit=False,
+    ),
+    "purge-old-job-statuses": JobDefinition(
+        name="purge-old-job-statuses",
+        summary="Delete job statuses that have not been updated for the configured hours.",
+        periodic=True,
+        run=purge_old_job_statuses.run,
+        takes_limit=False,
     ),
 }

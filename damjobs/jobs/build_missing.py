@@ -88,28 +88,10 @@ def run(context: runner.RunContext, options: Options) -> dict[str, Any]:
     cache_root.mkdir(parents=True, exist_ok=True)
     cache.sweep_temp_files(cache_root, max(3600.0, 2 * settings["render.timeout_seconds"]))
     recorder = sources.ResultRecorder(context, catalog)
-    jobs = iter_work(context, options, catalog, recorder)
-    from damjobs.render import pool  # noqa: PLC0415 - keeps Wand out of dry runs
-
-    with pool.RenderPool(sources.render_settings(settings)) as render_pool:
-        for job, results in render_pool.run(_stoppable(jobs, context, render_pool)):
-            recorder.record(job, results)
-
+    sources.render_jobs(context, iter_work(context, options, catalog, recorder), recorder)
     context.left = sources.count_entries(context.database, ("expected",))
 
     return {"rendered": recorder.rendered, "failed_by_class": dict(recorder.failed_by_class)}
-
-
-def _stoppable(
-    jobs: Iterator[render_types.SourceJob], context: runner.RunContext, render_pool: Any
-) -> Iterator[render_types.SourceJob]:
-    """Pass jobs through to the pool, and tell the pool to stop when the run must stop."""
-    for job in jobs:
-        if context.stop:
-            break
-        yield job
-    if context.stop:
-        render_pool.stop()
 
 
 def _list_work(

@@ -1,8 +1,8 @@
 """What the rendering jobs share: reading cache entries, turning them into render work,
 and recording the results.
 
-build-missing uses it today; any job that re-renders permanent entries reads and records
-entries the same way.
+build-missing and rebuild-expired use it: both read permanent entries in keyset batches,
+render them in the same worker pool and record the results the same way.
 """
 
 import collections
@@ -69,13 +69,15 @@ ENTRY_COLUMNS = (
 )
 
 
-def count_entries(database: peewee.Database, states: Iterable[str]) -> int:
-    """Return how many permanent entries are in one of `states`."""
-    return (
-        models.CacheEntry.select()
-        .where(models.CacheEntry.state.in_(list(states)) & (models.CacheEntry.custom_id == 0))
-        .count()
-    )
+def count_entries(
+    database: peewee.Database, states: Iterable[str], extra_condition: Any = None
+) -> int:
+    """Return how many permanent entries are in one of `states` (and match `extra_condition`)."""
+    condition = models.CacheEntry.state.in_(list(states)) & (models.CacheEntry.custom_id == 0)
+    if extra_condition is not None:
+        condition = condition & extra_condition
+
+    return models.CacheEntry.select().where(condition).count()
 
 
 def iter_entry_groups(
@@ -274,6 +276,36 @@ class Catalog:
         return job, broken
 
 
+def render_jobs(
+    context: runner.RunContext,
+    jobs: Iterator[render_types.SourceJob],
+    recorder: "ResultRecorder",
+) -> None:
+    """
+    Render `jobs` in a render pool and record each result as it arrives.
+
+    When the run must stop, the pool takes no new jobs, and the jobs in flight finish and
+    are recorded.
+    """
+    from damjobs.render import pool  # noqa: PLC0415 - keeps Wand out of dry runs
+
+    with pool.RenderPool(render_settings(context.settings)) as render_pool:
+        for job, results in render_pool.run(_stoppable(jobs, context, render_pool)):
+            recorder.record(job, results)
+
+
+def _stoppable(
+    jobs: Iterator[render_types.SourceJob], context: runner.RunContext, render_pool: Any
+) -> Iterator[render_types.SourceJob]:
+    """Pass jobs through to the pool, and tell the pool to stop when the run must stop."""
+    for job in jobs:
+        if context.stop:
+            break
+        yield job
+    if context.stop:
+        render_pool.stop()
+
+
 def render_settings(settings: Settings) -> render_types.RenderSettings:
     """Build the renderer's settings from the configuration."""
     group = settings["cache.group"]
@@ -383,8 +415,14 @@ class ResultRecorder:
         self.context.count(processed=1)
         self.rendered += 1
         if updated == 0:
-            # precache re-planned or removed the entry while it rendered: the new file
-            # belongs to versions nobody expects any more.
+            # precache re-planned or removed the entry while it rendered, so the new file
+            # belongs to versions that are no longer expected. A re-planned entry keeps its
+            # path and serves that file until build-missing renders the new versions, so a
+            # path that the row still records stays.
+            current = models.CacheEntry.get_or_none(models.CacheEntry.id == entry.id)
+            if current is not None and current.path == relative:
+                logger.info("cache entry %d changed while rendering; its file stays", entry.id)
+                return []
             logger.info("cache entry %d changed while rendering; its file is discarded", entry.id)
             return [relative]
         if entry.path and entry.path != relative:
