@@ -265,3 +265,51 @@ def test_sigkill_leaves_no_partial_file_and_next_run_finishes(slow_workspace):
     assert done.returncode == 0, done.stderr
     assert models.CacheEntry.select().where(models.CacheEntry.state != "built").count() == 0
     assert list(slow_workspace.cache.rglob(".damjobs-tmp-*")) == []
+
+
+def import_one(tmp_path, database_url, photo):
+    workspace = make_workspace(tmp_path / "ws", database_url)
+    source = tmp_path / "one"
+    source.mkdir()
+    shutil.copy(photo, source / photo.name)
+    definitions = tmp_path / "definitions.toml"
+    definitions.write_text(DEFINITIONS)
+    for arguments in (("import", str(source)), ("define", str(definitions)), ("precache",)):
+        assert workspace.cli(*arguments).returncode == 0
+
+    return workspace
+
+
+def rendered(workspace, output_format):
+    entry = models.CacheEntry.get(models.CacheEntry.output_format == output_format)
+    return Image.open(workspace.cache / entry.path)
+
+
+def test_exif_orientation_is_applied(tmp_path, database_url):
+    photo = min((p for p in real_photos() if p.suffix == ".jpg"), key=lambda p: p.stat().st_size)
+    rotated = tmp_path / "rotated.jpg"
+    with Image.open(photo) as original:
+        exif = original.getexif()
+        exif[0x0112] = 6  # EXIF Orientation: the stored image must be turned 90 degrees clockwise
+        original.save(rotated, quality=92, exif=exif)
+    workspace = import_one(tmp_path, database_url, rotated)
+
+    workspace.cli("build-missing")
+
+    with Image.open(photo) as original, rendered(workspace, "webp") as thumb:
+        assert thumb.size[0] == 320
+        assert thumb.size[1] == round(320 * original.size[0] / original.size[1])
+
+
+def test_transparent_png_is_flattened_on_white(tmp_path, database_url):
+    photo = next(p for p in real_photos() if p.name == "Gulp.png")
+    with Image.open(photo) as source:
+        corner_alpha = source.convert("RGBA").getpixel((0, 0))[3]
+    workspace = import_one(tmp_path, database_url, photo)
+
+    workspace.cli("build-missing")
+
+    with rendered(workspace, "jpeg") as square:
+        corner = square.convert("RGB").getpixel((0, 0))
+    assert corner_alpha <= 5
+    assert min(corner) >= 250
