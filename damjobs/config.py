@@ -224,7 +224,7 @@ KEYS: tuple[Key, ...] = (
         "Replicas of an index once loaded; loading runs with none.", check=_at_least(0)),
     Key("index", "refresh_interval", "str", "1s",
         "Refresh interval of an index once loaded, in OpenSearch time units such as 1s."),
-    Key("index", "catch_up_slack_seconds", "int", 300,
+    Key("index", "catch_up_slack_seconds", "int", 60,
         "Changes logged this long before a rebuild started are indexed again too, to cover "
         "transactions still open when it started.", check=_at_least(0)),
 )

@@ -62,3 +62,7 @@ class JobAlreadyRunningError(DamjobsError):
 
 class RenderError(DamjobsError):
     """Rendering one cache entry failed."""
+
+
+class SearchError(DamjobsError):
+    """The search cluster failed, rejected a request or holds an index that blocks the job."""

@@ -22,9 +22,19 @@ UPDATED = datetime.datetime(2024, 6, 2, 9, 15, 7)
 
 def file_row(**changes):
     values = dict(
-        id=7, folder_id=3, name="Beach Day.JPG", extension="JPG", format="jpeg",
-        media_type="image/jpeg", size_bytes=2048, width=640, height=480,
-        is_transformable=True, version=2, created_at=CREATED, updated_at=UPDATED,
+        id=7,
+        folder_id=3,
+        name="Beach Day.JPG",
+        extension="JPG",
+        format="jpeg",
+        media_type="image/jpeg",
+        size_bytes=2048,
+        width=640,
+        height=480,
+        is_transformable=True,
+        version=2,
+        created_at=CREATED,
+        updated_at=UPDATED,
     )
     values.update(changes)
     return FileRow(**values)
@@ -74,8 +84,15 @@ def test_document_related_rows_sorted():
         {"kind": "user", "name": "Photographer", "value": "Ada"},
     ]
     assert document["croppings"] == [
-        {"id": 11, "name": "square", "x": 0, "y": 0, "width": 480, "height": 480,
-         "auto_cache": True},
+        {
+            "id": 11,
+            "name": "square",
+            "x": 0,
+            "y": 0,
+            "width": 480,
+            "height": 480,
+            "auto_cache": True,
+        },
     ]
     assert document["cropping_count"] == 1
 
@@ -103,8 +120,13 @@ def test_attribute_number_only_when_finite(text):
 
 def test_time_formats():
     assert format_time("2024-01-02 03:04:05") == "2024-01-02T03:04:05Z"
-    assert format_time(datetime.datetime(2024, 1, 2, 3, 4, 5, 999)) == "2024-01-02T03:04:05Z"
-    aware = datetime.datetime(2024, 1, 2, 5, 4, 5, tzinfo=datetime.timezone(datetime.timedelta(hours=2)))
+    assert (
+        format_time(datetime.datetime(2024, 1, 2, 3, 4, 5, 999))
+        == "2024-01-02T03:04:05Z"
+    )
+    aware = datetime.datetime(
+        2024, 1, 2, 5, 4, 5, tzinfo=datetime.timezone(datetime.timedelta(hours=2))
+    )
     assert format_time(aware) == "2024-01-02T03:04:05Z"
 
 
@@ -148,7 +170,9 @@ def managed(name, state=indices.COMPLETE, behind=False):
 
 
 def test_index_name_is_managed():
-    name = indices.new_index_name("dam-files", datetime.datetime(2024, 3, 4, 5, 6, 7, 891000))
+    name = indices.new_index_name(
+        "dam-files", datetime.datetime(2024, 3, 4, 5, 6, 7, 891000)
+    )
 
     assert name == "dam-files-20240304-050607-891"
     assert indices.is_managed_name("dam-files", name)
@@ -159,7 +183,9 @@ def test_index_name_is_managed():
 
 def test_managed_indices_need_mark():
     described = {
-        "a-20240101-000000-000": {"mappings": {"_meta": {"damjobs": {"alias": "a", "state": "complete"}}}},
+        "a-20240101-000000-000": {
+            "mappings": {"_meta": {"damjobs": {"alias": "a", "state": "complete"}}}
+        },
         "a-20240102-000000-000": {"mappings": {}},
         "a-20240103-000000-000": {"mappings": {"_meta": {"damjobs": {"alias": "b"}}}},
         "a-other": {"mappings": {"_meta": {"damjobs": {"alias": "a"}}}},
@@ -188,7 +214,9 @@ def test_cleanup_keeps_newest_old_indices():
 
 
 def test_cleanup_never_touches_alias_target():
-    plan = indices.plan_cleanup([managed("a-20240105-000000-000", indices.LOADING, True)], 0)
+    plan = indices.plan_cleanup(
+        [managed("a-20240105-000000-000", indices.LOADING, True)], 0
+    )
 
     assert plan.doomed == ()
 
@@ -208,15 +236,25 @@ def test_rollback_picks_previous_complete():
 
 def test_rollback_without_previous_fails():
     with pytest.raises(ValueError, match="no previous"):
-        indices.rollback_target([managed("a-20240101-000000-000", behind=True)],
-                                ["a-20240101-000000-000"], None)
+        indices.rollback_target(
+            [managed("a-20240101-000000-000", behind=True)],
+            ["a-20240101-000000-000"],
+            None,
+        )
 
 
 def test_rollback_to_named_index():
-    listed = [managed("a-20240101-000000-000"), managed("a-20240102-000000-000", behind=True)]
+    listed = [
+        managed("a-20240101-000000-000"),
+        managed("a-20240102-000000-000", behind=True),
+    ]
 
-    assert indices.rollback_target(listed, ["a-20240102-000000-000"], "a-20240101-000000-000") \
+    assert (
+        indices.rollback_target(
+            listed, ["a-20240102-000000-000"], "a-20240101-000000-000"
+        )
         == "a-20240101-000000-000"
+    )
     with pytest.raises(ValueError, match="not a complete index"):
         indices.rollback_target(listed, [], "unrelated")
 
@@ -264,13 +302,23 @@ def item(status, result=None, error=None, op="index"):
 
 
 def test_bulk_retries_429_items_only():
-    client = ScriptedClient([
-        {"errors": True, "items": [item(201, "created"), item(429, error={"type": "es_rejected_execution_exception"})]},
-        {"errors": False, "items": [item(201, "created")]},
-    ])
+    client = ScriptedClient(
+        [
+            {
+                "errors": True,
+                "items": [
+                    item(201, "created"),
+                    item(429, error={"type": "es_rejected_execution_exception"}),
+                ],
+            },
+            {"errors": False, "items": [item(201, "created")]},
+        ]
+    )
     actions = [bulk.Action(1, {"id": 1}), bulk.Action(2, {"id": 2})]
 
-    outcome = bulk.send(client, "i", actions, max_retries=3, sleep=lambda _seconds: None)
+    outcome = bulk.send(
+        client, "i", actions, max_retries=3, sleep=lambda _seconds: None
+    )
 
     assert outcome.created == 2
     assert outcome.retried == 1
@@ -280,15 +328,28 @@ def test_bulk_retries_429_items_only():
 
 
 def test_bulk_reports_failed_item_with_file_id():
-    client = ScriptedClient([
-        {"errors": True, "items": [
-            item(400, error={"type": "mapper_parsing_exception", "reason": "bad width"}),
-            item(404, "not_found", op="delete"),
-        ]},
-    ])
+    client = ScriptedClient(
+        [
+            {
+                "errors": True,
+                "items": [
+                    item(
+                        400,
+                        error={
+                            "type": "mapper_parsing_exception",
+                            "reason": "bad width",
+                        },
+                    ),
+                    item(404, "not_found", op="delete"),
+                ],
+            },
+        ]
+    )
     actions = [bulk.Action(5, {"id": 5}), bulk.Action(6, None)]
 
-    outcome = bulk.send(client, "i", actions, max_retries=3, sleep=lambda _seconds: None)
+    outcome = bulk.send(
+        client, "i", actions, max_retries=3, sleep=lambda _seconds: None
+    )
 
     assert outcome.failures == [(5, "mapper_parsing_exception: bad width")]
     assert outcome.not_found == 1
@@ -298,8 +359,13 @@ def test_bulk_gives_up_after_max_retries():
     rejected = {"errors": True, "items": [item(429, error={"type": "rejected"})]}
     client = ScriptedClient([rejected, rejected, rejected])
 
-    outcome = bulk.send(client, "i", [bulk.Action(9, {"id": 9})], max_retries=2,
-                        sleep=lambda _seconds: None)
+    outcome = bulk.send(
+        client,
+        "i",
+        [bulk.Action(9, {"id": 9})],
+        max_retries=2,
+        sleep=lambda _seconds: None,
+    )
 
     assert len(client.bodies) == 3
     assert outcome.failures == [(9, "rejected: ")]

@@ -1,0 +1,1 @@
+"""The search index of the DAM's files: documents, mapping, client, rebuild and rollback."""

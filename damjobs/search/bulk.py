@@ -1,0 +1,222 @@
+"""Bulk indexing with per-item checks, retries of rejected items and bounded concurrency.
+
+A bulk response with HTTP 200 can still report failed items, so every item's status is
+read. Items rejected with 429, because the node's write queue is full, are sent again after
+a doubling wait. Any other item failure is reported with its file id.
+"""
+
+import concurrent.futures
+import dataclasses
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from opensearchpy import OpenSearch
+from opensearchpy import exceptions as os_errors
+
+from damjobs.errors import SearchError
+from damjobs.search import client as search_client
+
+logger = logging.getLogger(__name__)
+
+INITIAL_BACKOFF_SECONDS = 0.5
+MAX_BACKOFF_SECONDS = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+    """One bulk operation: index a document, or delete the document of a file."""
+
+    file_id: int
+    document: dict[str, Any] | None  # None deletes
+
+    def lines(self, index: str) -> str:
+        if self.document is None:
+            return (
+                json.dumps({"delete": {"_index": index, "_id": str(self.file_id)}})
+                + "\n"
+            )
+        header = json.dumps({"index": {"_index": index, "_id": str(self.file_id)}})
+        body = json.dumps(self.document, ensure_ascii=False, separators=(",", ":"))
+        return f"{header}\n{body}\n"
+
+
+@dataclasses.dataclass
+class BulkOutcome:
+    """Counts of one or more bulk requests by result, with (file id, reason) per failure."""
+
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    not_found: int = 0
+    retried: int = 0
+    failures: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+
+    @property
+    def indexed(self) -> int:
+        return self.created + self.updated
+
+    @property
+    def net_documents(self) -> int:
+        """Change in the index's document count caused by these requests."""
+        return self.created - self.deleted
+
+    def add(self, other: "BulkOutcome") -> None:
+        self.created += other.created
+        self.updated += other.updated
+        self.deleted += other.deleted
+        self.not_found += other.not_found
+        self.retried += other.retried
+        self.failures.extend(other.failures)
+
+
+def backoff_seconds(attempt: int) -> float:
+    """Return the wait before retry `attempt` (1, 2, ...): doubling, capped, with jitter."""
+    base = min(MAX_BACKOFF_SECONDS, INITIAL_BACKOFF_SECONDS * 2 ** (attempt - 1))
+
+    return base * random.uniform(0.75, 1.0)
+
+
+def item_reason(result: dict[str, Any]) -> str:
+    error = result.get("error")
+    if isinstance(error, dict):
+        return f"{error.get('type', 'error')}: {error.get('reason', '')}"
+
+    return str(error or f"HTTP {result.get('status')}")
+
+
+def send(
+    client: OpenSearch,
+    index: str,
+    actions: list[Action],
+    max_retries: int,
+    sleep: Callable[[float], None] = time.sleep,
+) -> BulkOutcome:
+    """
+    Send `actions` to `index` and return what happened to each item.
+
+    Items rejected with 429, and whole requests rejected with 429, are sent again up to
+    `max_retries` times. Raise SearchError when a whole request fails otherwise.
+    """
+    outcome = BulkOutcome()
+    pending = actions
+    attempt = 0
+    while pending:
+        body = "".join(action.lines(index) for action in pending)
+        try:
+            response = client.bulk(body=body)
+        except os_errors.TransportError as error:
+            if error.status_code == 429 and attempt < max_retries:
+                attempt += 1
+                outcome.retried += len(pending)
+                logger.warning(
+                    "bulk request of %d items rejected with HTTP 429; retry %d of %d",
+                    len(pending),
+                    attempt,
+                    max_retries,
+                )
+                sleep(backoff_seconds(attempt))
+                continue
+            with search_client.translated_errors(f"sending a bulk request to {index}"):
+                raise
+        rejected = []
+        for action, item in zip(pending, response["items"], strict=True):
+            result = item.get("index") or item.get("delete") or {}
+            status = result.get("status", 0)
+            if status == 429 and attempt < max_retries:
+                rejected.append(action)
+            elif status >= 300 and not (action.document is None and status == 404):
+                outcome.failures.append((action.file_id, item_reason(result)))
+            elif result.get("result") == "created":
+                outcome.created += 1
+            elif result.get("result") == "updated":
+                outcome.updated += 1
+            elif result.get("result") == "deleted":
+                outcome.deleted += 1
+            else:
+                outcome.not_found += 1
+        if rejected:
+            attempt += 1
+            outcome.retried += len(rejected)
+            logger.info(
+                "%d items rejected with HTTP 429; retry %d of %d",
+                len(rejected),
+                attempt,
+                max_retries,
+            )
+            sleep(backoff_seconds(attempt))
+        pending = rejected
+
+    return outcome
+
+
+class BulkLoader:
+    """
+    Send bulk requests from a few threads while the caller reads the next batch.
+
+    At most `concurrency` requests are in flight. `submit` waits for the oldest one when
+    all are busy, so at most `concurrency + 1` batches are in memory.
+    """
+
+    def __init__(
+        self,
+        client: OpenSearch,
+        index: str,
+        concurrency: int,
+        max_retries: int,
+        on_done: Callable[[list[Action], BulkOutcome], None],
+    ) -> None:
+        self.client = client
+        self.index = index
+        self.concurrency = concurrency
+        self.max_retries = max_retries
+        self.on_done = on_done
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix="bulk"
+        )
+        self._in_flight: list[
+            tuple[list[Action], concurrent.futures.Future[BulkOutcome]]
+        ] = []
+
+    def submit(self, actions: list[Action]) -> None:
+        if not actions:
+            return
+        while len(self._in_flight) >= self.concurrency:
+            self._finish_oldest()
+        future = self._executor.submit(
+            send, self.client, self.index, actions, self.max_retries
+        )
+        self._in_flight.append((actions, future))
+
+    def drain(self) -> None:
+        """Wait for every request in flight and report its outcome."""
+        while self._in_flight:
+            self._finish_oldest()
+
+    def close(self) -> None:
+        """Wait for the requests in flight without reporting them, then stop the threads."""
+        for _actions, future in self._in_flight:
+            future.cancel()
+        self._in_flight.clear()
+        self._executor.shutdown(wait=True)
+
+    def _finish_oldest(self) -> None:
+        actions, future = self._in_flight.pop(0)
+        try:
+            outcome = future.result()
+        except SearchError:
+            self.close()
+            raise
+        self.on_done(actions, outcome)
+
+
+def describe_failures(failures: list[tuple[int, str]], limit: int = 5) -> str:
+    shown = ", ".join(
+        f"file {file_id}: {reason}" for file_id, reason in failures[:limit]
+    )
+    more = len(failures) - limit
+
+    return shown + (f" and {more} more" if more > 0 else "")

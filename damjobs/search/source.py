@@ -1,0 +1,299 @@
+"""Read files and their related rows from the database for indexing.
+
+Files are read in keyset batches (`id > last ORDER BY id LIMIT n`) and the related rows
+of a batch are fetched with one query per table, so memory depends on the batch size and
+not on the number of files.
+"""
+
+import collections
+import datetime
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import peewee
+
+from damjobs import db
+from damjobs.db import models
+from damjobs.search.documents import CroppingRow, FileRecord, FileRow, ancestor_chain
+
+FILE_COLUMNS = (
+    models.File.id,
+    models.File.folder,
+    models.File.name,
+    models.File.extension,
+    models.File.format,
+    models.File.media_type,
+    models.File.size_bytes,
+    models.File.width,
+    models.File.height,
+    models.File.is_transformable,
+    models.File.version,
+    models.File.created_at,
+    models.File.updated_at,
+)
+
+# Folder parents cached across batches; the cache is emptied when it grows past this
+# many folders, which bounds memory on a tree of any size.
+MAX_CACHED_FOLDERS = 200_000
+
+
+class FolderTree:
+    """Folder parents read on demand, to compute each file's ancestor chain."""
+
+    def __init__(self) -> None:
+        self._parents: dict[int, int | None] = {}
+
+    def chains(self, folder_ids: Iterable[int]) -> dict[int, tuple[int, ...]]:
+        """Return the ancestor chain of each folder; a folder deleted meanwhile is left out."""
+        wanted = set(folder_ids)
+        if len(self._parents) > MAX_CACHED_FOLDERS:
+            self._parents.clear()
+        missing = {folder for folder in wanted if folder not in self._parents}
+        while missing:
+            rows = (
+                models.Folder.select(models.Folder.id, models.Folder.parent)
+                .where(models.Folder.id.in_(list(missing)))
+                .tuples()
+            )
+            loaded = {folder_id: parent_id for folder_id, parent_id in rows}
+            self._parents.update(loaded)
+            # Folders that no longer exist are not in `loaded`, so they are not asked
+            # for again, and each round reads only parents not yet cached.
+            missing = {
+                parent
+                for parent in loaded.values()
+                if parent is not None and parent not in self._parents
+            }
+        chains = {}
+        for folder_id in wanted:
+            try:
+                chains[folder_id] = ancestor_chain(folder_id, self._parents)
+            except ValueError:
+                continue
+
+        return chains
+
+
+def raw_rows(query: peewee.Query) -> list[tuple[Any, ...]]:
+    """
+    Run `query` and return the driver's rows without peewee's per-field conversion,
+    which took about half the read time in benchmarks/rebuild_index.py. documents.py
+    accepts the raw values: times as text on SQLite, booleans as 0 or 1.
+    """
+    return list(models.database_proxy.obj.execute(query).fetchall())
+
+
+def count_files() -> int:
+    return models.File.select().count()
+
+
+def iter_file_id_batches(batch_size: int, after_id: int = 0) -> Iterator[list[FileRow]]:
+    """Yield the `file` rows in id order, `batch_size` at a time."""
+    last_id = after_id
+    while True:
+        query = (
+            models.File.select(*FILE_COLUMNS)
+            .where(models.File.id > last_id)
+            .order_by(models.File.id)
+            .limit(batch_size)
+        )
+        rows = [FileRow(*row) for row in raw_rows(query)]
+        if not rows:
+            return
+        yield rows
+        last_id = rows[-1].id
+
+
+def read_files(file_ids: Iterable[int]) -> list[FileRow]:
+    """Return the `file` rows of `file_ids` that still exist, in id order."""
+    ids = sorted(set(file_ids))
+    if not ids:
+        return []
+    query = (
+        models.File.select(*FILE_COLUMNS)
+        .where(models.File.id.in_(ids))
+        .order_by(models.File.id)
+    )
+
+    return [FileRow(*row) for row in raw_rows(query)]
+
+
+def load_records(files: list[FileRow], folders: FolderTree) -> list[FileRecord]:
+    """Return the files with their related rows, read with one query per table."""
+    if not files:
+        return []
+    ids = [row.id for row in files]
+    first, last = ids[0], ids[-1]
+    if last - first < 4 * len(ids):
+        # A range reads faster than IN (...). Rows of ids between those of `files` are
+        # read too but never used, so a range only pays off when the ids are dense.
+        def of_batch(field: peewee.Field) -> Any:
+            return field.between(first, last)
+    else:
+
+        def of_batch(field: peewee.Field) -> Any:
+            return field.in_(ids)
+
+    descriptions: dict[int, dict[str, str]] = collections.defaultdict(dict)
+    query = models.FileDescription.select(
+        models.FileDescription.file,
+        models.FileDescription.language,
+        models.FileDescription.text,
+    ).where(of_batch(models.FileDescription.file))
+    for file_id, language, text in raw_rows(query):
+        descriptions[file_id][language] = text
+
+    tags: dict[int, list[str]] = collections.defaultdict(list)
+    query = (
+        models.FileTag.select(models.FileTag.file, models.Tag.name)
+        .join(models.Tag)
+        .where(of_batch(models.FileTag.file))
+    )
+    for file_id, name in raw_rows(query):
+        tags[file_id].append(name)
+
+    attributes: dict[int, list[tuple[str, str, str]]] = collections.defaultdict(list)
+    query = models.Attribute.select(
+        models.Attribute.file,
+        models.Attribute.kind,
+        models.Attribute.name,
+        models.Attribute.value,
+    ).where(of_batch(models.Attribute.file))
+    for file_id, kind, name, value in raw_rows(query):
+        attributes[file_id].append((kind, name, value))
+
+    croppings: dict[int, list[CroppingRow]] = collections.defaultdict(list)
+    query = models.Cropping.select(
+        models.Cropping.file,
+        models.Cropping.id,
+        models.Cropping.name,
+        models.Cropping.x,
+        models.Cropping.y,
+        models.Cropping.width,
+        models.Cropping.height,
+        models.Cropping.auto_cache,
+    ).where(of_batch(models.Cropping.file))
+    for file_id, *cropping in raw_rows(query):
+        croppings[file_id].append(CroppingRow(*cropping))
+
+    chains = folders.chains({row.folder_id for row in files})
+    records = []
+    for row in files:
+        records.append(
+            FileRecord(
+                file=row,
+                folder_ancestor_ids=chains.get(row.folder_id, ()),
+                descriptions=descriptions.get(row.id, {}),
+                tags=tuple(tags.get(row.id, ())),
+                attributes=tuple(attributes.get(row.id, ())),
+                croppings=tuple(croppings.get(row.id, ())),
+            )
+        )
+
+    return records
+
+
+def iter_changes(
+    since: datetime.datetime, batch_size: int
+) -> Iterator[tuple[set[int], set[int]]]:
+    """
+    Yield (file ids, folder ids) of the changes logged at or after `since`, in batches
+    in log order. A file or folder changed twice may appear in two batches.
+    """
+    last_id = 0
+    while True:
+        rows = list(
+            models.SearchChange.select(
+                models.SearchChange.id,
+                models.SearchChange.file_id,
+                models.SearchChange.folder_id,
+            )
+            .where(
+                (models.SearchChange.changed_at >= since)
+                & (models.SearchChange.id > last_id)
+            )
+            .order_by(models.SearchChange.id)
+            .limit(batch_size)
+            .tuples()
+        )
+        if not rows:
+            return
+        files = {file_id for _id, file_id, _folder in rows if file_id is not None}
+        folders = {folder for _id, _file, folder in rows if folder is not None}
+        yield files, folders
+        last_id = rows[-1][0]
+
+
+def folder_subtree(folder_ids: Iterable[int]) -> set[int]:
+    """Return the given folders that still exist plus all folders below them."""
+    found: set[int] = set()
+    frontier = set(folder_ids)
+    existing = (
+        {
+            folder_id
+            for (folder_id,) in models.Folder.select(models.Folder.id)
+            .where(models.Folder.id.in_(list(frontier)))
+            .tuples()
+        }
+        if frontier
+        else set()
+    )
+    found |= existing
+    frontier = existing
+    while frontier:
+        children = {
+            folder_id
+            for (folder_id,) in models.Folder.select(models.Folder.id)
+            .where(models.Folder.parent.in_(list(frontier)))
+            .tuples()
+        }
+        frontier = children - found
+        found |= frontier
+
+    return found
+
+
+def iter_file_ids_in_folders(
+    folder_ids: set[int], batch_size: int
+) -> Iterator[list[int]]:
+    """Yield the ids of the files directly in `folder_ids`, in keyset batches."""
+    if not folder_ids:
+        return
+    last_id = 0
+    while True:
+        ids = [
+            file_id
+            for (file_id,) in models.File.select(models.File.id)
+            .where(
+                models.File.folder.in_(list(folder_ids)) & (models.File.id > last_id)
+            )
+            .order_by(models.File.id)
+            .limit(batch_size)
+            .tuples()
+        ]
+        if not ids:
+            return
+        yield ids
+        last_id = ids[-1]
+
+
+def delete_changes_before(database: peewee.Database, before: datetime.datetime) -> int:
+    """Delete change rows logged before `before` in short batches; return how many."""
+    deleted = 0
+    while True:
+        with db.translated_errors("deleting old search changes"), database.atomic():
+            ids = [
+                change_id
+                for (change_id,) in models.SearchChange.select(models.SearchChange.id)
+                .where(models.SearchChange.changed_at < before)
+                .order_by(models.SearchChange.id)
+                .limit(5000)
+                .tuples()
+            ]
+            if not ids:
+                return deleted
+            deleted += (
+                models.SearchChange.delete()
+                .where(models.SearchChange.id.in_(ids))
+                .execute()
+            )
