@@ -1,7 +1,6 @@
 """precache and build-missing end to end through the CLI, on real photographs."""
 
 import json
-import os
 import shutil
 import signal
 import time
@@ -38,12 +37,23 @@ def pick_photos(count):
     return chosen[:count]
 
 
-def prepare(tmp_path, database_url, photo_count=3):
+def copy_photo(photo, target, full_size):
+    """Copy a photograph, or a copy at most 1024 pixels wide that keeps its EXIF."""
+    if full_size:
+        shutil.copy(photo, target)
+        return
+    with Image.open(photo) as image:
+        exif = image.getexif()
+        image.thumbnail((1024, 1024))
+        image.save(target, exif=exif, **({"quality": 90} if image.format == "JPEG" else {}))
+
+
+def prepare(tmp_path, database_url, photo_count=3, full_size=False):
     workspace = make_workspace(tmp_path / "ws", database_url)
     source = tmp_path / "photos"
     source.mkdir()
     for photo in pick_photos(photo_count):
-        shutil.copy(photo, source / photo.name)
+        copy_photo(photo, source / photo.name, full_size)
     definitions = tmp_path / "definitions.toml"
     definitions.write_text(DEFINITIONS)
     for arguments in (("import", str(source), "--into", "photos"),
@@ -214,7 +224,7 @@ def built_count():
 def slow_workspace(tmp_path, database_url, monkeypatch):
     """A workspace with enough work that a run takes several seconds on one worker."""
     monkeypatch.setenv("DAMJOBS__RENDER__WORKERS", "1")
-    return prepare(tmp_path, database_url, photo_count=6)
+    return prepare(tmp_path, database_url, photo_count=6, full_size=True)
 
 
 def test_second_start_exits_3_naming_holder(slow_workspace):
