@@ -25,7 +25,9 @@ TEMP_PREFIX = ".damjobs-tmp-"
 """Name prefix of files that are still being written; readers never open these."""
 
 HOST_TAG = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40]
-TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"(?P<host>[A-Za-z0-9-]*)\.(?P<pid>\d+)\.")
+TEMP_NAME = re.compile(
+    re.escape(TEMP_PREFIX) + r"(?P<host>[A-Za-z0-9-]*)\.(?P<pid>\d+)\."
+)
 
 EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "gif": "gif", "tiff": "tif"}
 
@@ -47,9 +49,13 @@ def resolve_inside(root: Path, relative: str) -> Path:
     resolves (through `..` or a symbolic link) to a place outside `root`.
     """
     if not relative or "\x00" in relative:
-        raise PathOutsideRootError(f"invalid path {relative!r}: empty or contains a NUL byte")
+        raise PathOutsideRootError(
+            f"invalid path {relative!r}: empty or contains a NUL byte"
+        )
     if os.path.isabs(relative):
-        raise PathOutsideRootError(f"path {relative!r} is absolute; expected a path relative to {root}")
+        raise PathOutsideRootError(
+            f"path {relative!r} is absolute; expected a path relative to {root}"
+        )
 
     real_root = root.resolve()
     candidate = (real_root / relative).resolve()
@@ -196,6 +202,8 @@ def sweep_temp_files(root: Path, min_age_seconds: float) -> int:
         except FileNotFoundError:
             continue
     if deleted:
-        logger.info("deleted %d temporary files left by an earlier run in %s", deleted, root)
+        logger.info(
+            "deleted %d temporary files left by an earlier run in %s", deleted, root
+        )
 
     return deleted

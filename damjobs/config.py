@@ -34,7 +34,9 @@ class Key:
     help: str
     check: Callable[[Any], str | None] | None = None
     secret: bool = False  # read only from the environment, never from the file
-    starter: Any = None  # value written by `damjobs init`, relative to the chosen folder
+    starter: Any = (
+        None  # value written by `damjobs init`, relative to the chosen folder
+    )
 
     @property
     def env_name(self) -> str:
@@ -83,7 +85,9 @@ def _group(value: Any) -> str | None:
     try:
         grp.getgrnam(value)
     except KeyError:
-        return f"names no group on this host ({value!r}); create it or set the key to \"\""
+        return (
+            f'names no group on this host ({value!r}); create it or set the key to ""'
+        )
     return None
 
 
@@ -104,129 +108,405 @@ def _index_name(value: Any) -> str | None:
 
 
 KEYS: tuple[Key, ...] = (
-    Key("paths", "originals_root", "path", None, "Folder holding the original files.",
-        starter="originals"),
-    Key("paths", "cache_root", "path", None, "Folder that receives the cached files.",
-        starter="cache"),
-    Key("paths", "published_root", "path", None, "Folder holding published copies.",
-        starter="published"),
-    Key("paths", "lock_dir", "path", Path("/run/lock/damjobs"),
+    Key(
+        "paths",
+        "originals_root",
+        "path",
+        None,
+        "Folder holding the original files.",
+        starter="originals",
+    ),
+    Key(
+        "paths",
+        "cache_root",
+        "path",
+        None,
+        "Folder that receives the cached files.",
+        starter="cache",
+    ),
+    Key(
+        "paths",
+        "published_root",
+        "path",
+        None,
+        "Folder holding published copies.",
+        starter="published",
+    ),
+    Key(
+        "paths",
+        "lock_dir",
+        "path",
+        Path("/run/lock/damjobs"),
         "Folder for the per-job lock files; must be on a local file system.",
-        starter="locks"),
-    Key("database", "url", "str", None,
+        starter="locks",
+    ),
+    Key(
+        "database",
+        "url",
+        "str",
+        None,
         "sqlite:///relative/or/absolute.db, or mysql://user@host:3306/database.",
-        check=_database_url, starter="sqlite:///damjobs.db"),
-    Key("database", "password", "str", "",
-        "MySQL password; set it only in the environment.", secret=True),
-    Key("database", "connect_timeout_seconds", "int", 10,
-        "Seconds to wait for the database server to answer.", check=_at_least(1)),
-    Key("cache", "ttl_days", "int", 30,
+        check=_database_url,
+        starter="sqlite:///damjobs.db",
+    ),
+    Key(
+        "database",
+        "password",
+        "str",
+        "",
+        "MySQL password; set it only in the environment.",
+        secret=True,
+    ),
+    Key(
+        "database",
+        "connect_timeout_seconds",
+        "int",
+        10,
+        "Seconds to wait for the database server to answer.",
+        check=_at_least(1),
+    ),
+    Key(
+        "cache",
+        "ttl_days",
+        "int",
+        30,
         "Days a cached file stays fresh; a predefined setting may override it.",
-        check=_at_least(1)),
-    Key("cache", "default_output_format", "str", "webp",
+        check=_at_least(1),
+    ),
+    Key(
+        "cache",
+        "default_output_format",
+        "str",
+        "webp",
         "Output format for a cropping of a source that is not JPEG, PNG or WebP.",
-        check=_one_of(*OUTPUT_FORMATS)),
-    Key("cache", "file_mode", "mode", 0o644, "Permission bits of cached files (octal string)."),
-    Key("cache", "dir_mode", "mode", 0o755, "Permission bits of cache folders (octal string)."),
-    Key("cache", "group", "str", "",
-        "Group that owns cached files, so the web server can read them; \"\" keeps the default.",
-        check=_group),
-    Key("render", "workers", "int", 0,
-        "Render processes; 0 uses every CPU this process may run on.", check=_at_least(0)),
-    Key("render", "timeout_seconds", "float", 120.0,
-        "Seconds one source image may take before its worker is killed.", check=_at_least(1)),
-    Key("render", "images_per_worker", "int", 200,
-        "Source images a worker renders before a fresh one replaces it.", check=_at_least(1)),
-    Key("render", "max_width", "int", 16000, "Widest source image to decode, in pixels.",
-        check=_between(1, 65535)),
-    Key("render", "max_height", "int", 16000, "Tallest source image to decode, in pixels.",
-        check=_between(1, 65535)),
-    Key("render", "max_pixels", "int", 100_000_000,
-        "Largest source image to decode, in pixels (width x height).", check=_at_least(1)),
-    Key("render", "default_background", "str", "white",
-        "Colour behind transparent pixels in JPEG output and on canvases."),
-    Key("render", "default_quality", "int", 85, "JPEG and WebP quality when no step sets one.",
-        check=_between(1, 100)),
-    Key("render", "srgb_profile", "path", Path("/usr/share/color/icc/ghostscript/srgb.icc"),
-        "ICC profile that CMYK and profiled sources are converted to."),
-    Key("render", "cmyk_profile", "path",
+        check=_one_of(*OUTPUT_FORMATS),
+    ),
+    Key(
+        "cache",
+        "file_mode",
+        "mode",
+        0o644,
+        "Permission bits of cached files (octal string).",
+    ),
+    Key(
+        "cache",
+        "dir_mode",
+        "mode",
+        0o755,
+        "Permission bits of cache folders (octal string).",
+    ),
+    Key(
+        "cache",
+        "group",
+        "str",
+        "",
+        'Group that owns cached files, so the web server can read them; "" keeps the default.',
+        check=_group,
+    ),
+    Key(
+        "render",
+        "workers",
+        "int",
+        0,
+        "Render processes; 0 uses every CPU this process may run on.",
+        check=_at_least(0),
+    ),
+    Key(
+        "render",
+        "timeout_seconds",
+        "float",
+        120.0,
+        "Seconds one source image may take before its worker is killed.",
+        check=_at_least(1),
+    ),
+    Key(
+        "render",
+        "images_per_worker",
+        "int",
+        200,
+        "Source images a worker renders before a fresh one replaces it.",
+        check=_at_least(1),
+    ),
+    Key(
+        "render",
+        "max_width",
+        "int",
+        16000,
+        "Widest source image to decode, in pixels.",
+        check=_between(1, 65535),
+    ),
+    Key(
+        "render",
+        "max_height",
+        "int",
+        16000,
+        "Tallest source image to decode, in pixels.",
+        check=_between(1, 65535),
+    ),
+    Key(
+        "render",
+        "max_pixels",
+        "int",
+        100_000_000,
+        "Largest source image to decode, in pixels (width x height).",
+        check=_at_least(1),
+    ),
+    Key(
+        "render",
+        "default_background",
+        "str",
+        "white",
+        "Colour behind transparent pixels in JPEG output and on canvases.",
+    ),
+    Key(
+        "render",
+        "default_quality",
+        "int",
+        85,
+        "JPEG and WebP quality when no step sets one.",
+        check=_between(1, 100),
+    ),
+    Key(
+        "render",
+        "srgb_profile",
+        "path",
+        Path("/usr/share/color/icc/ghostscript/srgb.icc"),
+        "ICC profile that CMYK and profiled sources are converted to.",
+    ),
+    Key(
+        "render",
+        "cmyk_profile",
+        "path",
         Path("/usr/share/color/icc/ghostscript/default_cmyk.icc"),
-        "ICC profile assumed for CMYK sources that carry none."),
-    Key("jobs", "stale_after_minutes", "int", 15,
+        "ICC profile assumed for CMYK sources that carry none.",
+    ),
+    Key(
+        "jobs",
+        "stale_after_minutes",
+        "int",
+        15,
         "Minutes without a heartbeat after which a run on another host counts as dead.",
-        check=_at_least(1)),
-    Key("jobs", "heartbeat_seconds", "int", 15, "Seconds between heartbeats of a run.",
-        check=_at_least(1)),
-    Key("jobs", "max_log_items_per_run", "int", 500,
+        check=_at_least(1),
+    ),
+    Key(
+        "jobs",
+        "heartbeat_seconds",
+        "int",
+        15,
+        "Seconds between heartbeats of a run.",
+        check=_at_least(1),
+    ),
+    Key(
+        "jobs",
+        "max_log_items_per_run",
+        "int",
+        500,
         "Warnings and errors of one run stored as log items; the rest are counted.",
-        check=_at_least(0)),
-    Key("purge", "lock_wait_timeout_seconds", "int", 5,
+        check=_at_least(0),
+    ),
+    Key(
+        "purge",
+        "lock_wait_timeout_seconds",
+        "int",
+        5,
         "Seconds a purge batch waits for a row lock before it rolls back and retries.",
-        check=_at_least(1)),
-    Key("purge", "max_attempts", "int", 6,
+        check=_at_least(1),
+    ),
+    Key(
+        "purge",
+        "max_attempts",
+        "int",
+        6,
         "Attempts of one purge batch that hits deadlocks or lock-wait timeouts; the pause "
-        "between attempts doubles from 0.2 s up to 5 s.", check=_at_least(1)),
-    Key("purge_old_logs", "max_age_days", "int", 30,
+        "between attempts doubles from 0.2 s up to 5 s.",
+        check=_at_least(1),
+    ),
+    Key(
+        "purge_old_logs",
+        "max_age_days",
+        "int",
+        30,
         "Log items older than this many days are deleted; --max-age-days overrides it.",
-        check=_at_least(1)),
-    Key("purge_old_logs", "batch_size", "int", 10000,
+        check=_at_least(1),
+    ),
+    Key(
+        "purge_old_logs",
+        "batch_size",
+        "int",
+        10000,
         "Rows of the log item table that one committed delete covers at most.",
-        check=_between(1, 100000)),
-    Key("purge_old_job_statuses", "max_age_hours", "int", 24,
-        "Job statuses not updated for this many hours are deleted.", check=_at_least(1)),
-    Key("purge_old_job_statuses", "batch_size", "int", 5000,
+        check=_between(1, 100000),
+    ),
+    Key(
+        "purge_old_job_statuses",
+        "max_age_hours",
+        "int",
+        24,
+        "Job statuses not updated for this many hours are deleted.",
+        check=_at_least(1),
+    ),
+    Key(
+        "purge_old_job_statuses",
+        "batch_size",
+        "int",
+        5000,
         "Rows of the job status table that one committed delete covers at most.",
-        check=_between(1, 100000)),
-    Key("purge_expired_published", "grace_minutes", "int", 0,
+        check=_between(1, 100000),
+    ),
+    Key(
+        "purge_expired_published",
+        "grace_minutes",
+        "int",
+        0,
         "Minutes after its expiry time that a published file is still kept.",
-        check=_at_least(0)),
-    Key("purge_expired_published", "batch_size", "int", 500,
+        check=_at_least(0),
+    ),
+    Key(
+        "purge_expired_published",
+        "batch_size",
+        "int",
+        500,
         "Published files whose copies and rows one committed batch deletes at most.",
-        check=_between(1, 10000)),
-    Key("purge_custom_transformations", "grace_minutes", "int", 60,
+        check=_between(1, 10000),
+    ),
+    Key(
+        "purge_custom_transformations",
+        "grace_minutes",
+        "int",
+        60,
         "Minutes since its last request, or since its cached file was written, during which "
-        "a custom transformation is kept.", check=_at_least(0)),
-    Key("purge_custom_transformations", "batch_size", "int", 200,
+        "a custom transformation is kept.",
+        check=_at_least(0),
+    ),
+    Key(
+        "purge_custom_transformations",
+        "batch_size",
+        "int",
+        200,
         "Custom transformations that one committed batch deletes at most, with their files.",
-        check=_between(1, 10000)),
-    Key("index", "hosts", "str", "http://localhost:9200",
+        check=_between(1, 10000),
+    ),
+    Key(
+        "index",
+        "hosts",
+        "str",
+        "http://localhost:9200",
         "OpenSearch URLs, separated by commas, such as https://search1:9200.",
-        check=_search_hosts),
-    Key("index", "user", "str", "", "User for HTTP basic authentication; \"\" sends none."),
-    Key("index", "password", "str", "",
-        "Password of index.user; set it only in the environment.", secret=True),
-    Key("index", "verify_certs", "bool", True,
-        "Verify the TLS certificate of an https:// host."),
-    Key("index", "ca_file", "str", "",
-        "PEM file of the CA that signed the cluster's certificate; \"\" uses the system CAs."),
-    Key("index", "timeout_seconds", "float", 60.0,
-        "Seconds to wait for one request to the cluster.", check=_at_least(1)),
-    Key("index", "alias", "str", "dam-files",
+        check=_search_hosts,
+    ),
+    Key(
+        "index", "user", "str", "", 'User for HTTP basic authentication; "" sends none.'
+    ),
+    Key(
+        "index",
+        "password",
+        "str",
+        "",
+        "Password of index.user; set it only in the environment.",
+        secret=True,
+    ),
+    Key(
+        "index",
+        "verify_certs",
+        "bool",
+        True,
+        "Verify the TLS certificate of an https:// host.",
+    ),
+    Key(
+        "index",
+        "ca_file",
+        "str",
+        "",
+        'PEM file of the CA that signed the cluster\'s certificate; "" uses the system CAs.',
+    ),
+    Key(
+        "index",
+        "timeout_seconds",
+        "float",
+        60.0,
+        "Seconds to wait for one request to the cluster.",
+        check=_at_least(1),
+    ),
+    Key(
+        "index",
+        "alias",
+        "str",
+        "dam-files",
         "Alias that the DAM searches; each rebuild creates ALIAS-<UTC time> behind it.",
-        check=_index_name),
-    Key("index", "batch_size", "int", 1000,
+        check=_index_name,
+    ),
+    Key(
+        "index",
+        "batch_size",
+        "int",
+        1000,
         "Files read from the database and sent in one bulk request.",
-        check=_between(1, 50000)),
-    Key("index", "bulk_concurrency", "int", 2,
-        "Bulk requests in flight at once while loading.", check=_between(1, 16)),
-    Key("index", "max_retries", "int", 8,
+        check=_between(1, 50000),
+    ),
+    Key(
+        "index",
+        "bulk_concurrency",
+        "int",
+        2,
+        "Bulk requests in flight at once while loading.",
+        check=_between(1, 16),
+    ),
+    Key(
+        "index",
+        "max_retries",
+        "int",
+        8,
         "Times a document rejected with HTTP 429 is sent again, with a doubling wait.",
-        check=_at_least(0)),
-    Key("index", "max_failed_documents", "int", 100,
+        check=_at_least(0),
+    ),
+    Key(
+        "index",
+        "max_failed_documents",
+        "int",
+        100,
         "Documents that may fail to index before the rebuild gives up without a swap.",
-        check=_at_least(0)),
-    Key("index", "keep_old_indices", "int", 1,
+        check=_at_least(0),
+    ),
+    Key(
+        "index",
+        "keep_old_indices",
+        "int",
+        1,
         "Previous indices kept after a swap so that `damjobs index rollback` can return.",
-        check=_at_least(0)),
-    Key("index", "shards", "int", 1, "Primary shards of a new index.",
-        check=_between(1, 1024)),
-    Key("index", "replicas", "int", 1,
-        "Replicas of an index once loaded; loading runs with none.", check=_at_least(0)),
-    Key("index", "refresh_interval", "str", "1s",
-        "Refresh interval of an index once loaded, in OpenSearch time units such as 1s."),
-    Key("index", "catch_up_slack_seconds", "int", 60,
+        check=_at_least(0),
+    ),
+    Key(
+        "index",
+        "shards",
+        "int",
+        1,
+        "Primary shards of a new index.",
+        check=_between(1, 1024),
+    ),
+    Key(
+        "index",
+        "replicas",
+        "int",
+        1,
+        "Replicas of an index once loaded; loading runs with none.",
+        check=_at_least(0),
+    ),
+    Key(
+        "index",
+        "refresh_interval",
+        "str",
+        "1s",
+        "Refresh interval of an index once loaded, in OpenSearch time units such as 1s.",
+    ),
+    Key(
+        "index",
+        "catch_up_slack_seconds",
+        "int",
+        60,
         "Changes logged this long before a rebuild started are indexed again too, to cover "
-        "transactions still open when it started.", check=_at_least(0)),
+        "transactions still open when it started.",
+        check=_at_least(0),
+    ),
 )
 
 
@@ -274,7 +554,9 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
     return parse(document, path, environ)
 
 
-def parse(document: Mapping[str, Any], path: Path, environ: Mapping[str, str]) -> Settings:
+def parse(
+    document: Mapping[str, Any], path: Path, environ: Mapping[str, str]
+) -> Settings:
     """Validate a parsed TOML document plus environment overrides into Settings."""
     problems = _unknown_keys(document, path) + _unknown_env(environ)
     values: dict[str, Any] = {}
@@ -360,7 +642,9 @@ def _convert(key: Key, raw: Any, base: Path, from_env: bool) -> tuple[Any, str |
                 return raw, "must be a non-empty path string"
             return resolve_path(raw, base), None
     except ValueError:
-        return raw, {"int": "must be a whole number", "float": "must be a number"}[key.kind]
+        return raw, {"int": "must be a whole number", "float": "must be a number"}[
+            key.kind
+        ]
 
     raise AssertionError(f"unknown key kind {key.kind}")
 
@@ -425,7 +709,9 @@ def starter_text(folder: Path) -> str:
             lines += ["", f"[{section}]"]
         lines.append(f"# {key.help}")
         if key.secret:
-            lines.append(f"# Set {key.env_name} in the environment; never write it here.")
+            lines.append(
+                f"# Set {key.env_name} in the environment; never write it here."
+            )
             continue
         value = key.starter if key.starter is not None else key.default
         if key.starter is not None and key.kind == "path":

@@ -60,7 +60,9 @@ def import_folder(
     originals_root: Path = settings["paths.originals_root"].resolve()
     source = source.resolve()
     if not source.is_dir():
-        raise UsageError(f"{source} is not a folder", hint="name a folder of images to import")
+        raise UsageError(
+            f"{source} is not a folder", hint="name a folder of images to import"
+        )
     in_place = source == originals_root or originals_root in source.parents
     if in_place:
         destination = source
@@ -69,7 +71,9 @@ def import_folder(
         try:
             destination = cache.resolve_inside(originals_root, name)
         except cache.PathOutsideRootError as error:
-            raise UsageError(error.message, hint="give --into a path inside the root") from error
+            raise UsageError(
+                error.message, hint="give --into a path inside the root"
+            ) from error
 
     counts = ImportCounts()
     for path in sorted(_regular_files(source, counts)):
@@ -77,7 +81,9 @@ def import_folder(
         if not in_place:
             _copy_atomically(path, target, originals_root)
         relative = target.relative_to(originals_root).as_posix()
-        outcome = _register(database, originals_root, relative, target, probe.probe_file)
+        outcome = _register(
+            database, originals_root, relative, target, probe.probe_file
+        )
         setattr(counts, outcome, getattr(counts, outcome) + 1)
         logger.debug("%s %s", outcome, relative)
 
@@ -92,7 +98,9 @@ def _regular_files(source: Path, counts: ImportCounts) -> list[Path]:
             path = Path(folder) / name
             if name.startswith(".") or path.is_symlink() or not path.is_file():
                 counts.skipped += 1
-                logger.info("skipped %s: hidden, a symbolic link or not a regular file", path)
+                logger.info(
+                    "skipped %s: hidden, a symbolic link or not a regular file", path
+                )
                 continue
             found.append(path)
 
@@ -192,7 +200,9 @@ def _folder_for(database: peewee.Database, relative_folder: Path) -> int:
 
 
 def _root_folder() -> int:
-    row = models.Folder.get_or_none(models.Folder.parent.is_null() & (models.Folder.name == ""))
+    row = models.Folder.get_or_none(
+        models.Folder.parent.is_null() & (models.Folder.name == "")
+    )
     if row is not None:
         return row.id
 
@@ -228,15 +238,22 @@ def load_definitions(database: peewee.Database, path: Path) -> DefinitionCounts:
         raise UsageError(f"cannot read definitions from {path}: {error}") from error
 
     unknown = set(document) - {"setting", "cropping"}
-    problems = [f"{path}: unknown table [[{name}]]; expected [[setting]] or [[cropping]]"
-                for name in sorted(unknown)]
-    settings = [_check_setting(item, number, path, problems)
-                for number, item in enumerate(document.get("setting", []), start=1)]
-    croppings = [_check_cropping(item, number, path, problems)
-                 for number, item in enumerate(document.get("cropping", []), start=1)]
+    problems = [
+        f"{path}: unknown table [[{name}]]; expected [[setting]] or [[cropping]]"
+        for name in sorted(unknown)
+    ]
+    settings = [
+        _check_setting(item, number, path, problems)
+        for number, item in enumerate(document.get("setting", []), start=1)
+    ]
+    croppings = [
+        _check_cropping(item, number, path, problems)
+        for number, item in enumerate(document.get("cropping", []), start=1)
+    ]
     if problems:
         raise DefinitionError(
-            "invalid definitions:\n" + "\n".join(f"  - {problem}" for problem in problems),
+            "invalid definitions:\n"
+            + "\n".join(f"  - {problem}" for problem in problems),
             hint="fix the listed entries; nothing was changed",
         )
 
@@ -256,7 +273,9 @@ def _check_setting(
     where = f"{path}: [[setting]] number {number}"
     allowed = {"name", "output_format", "auto_cache", "ttl_days", "steps"}
     for key in sorted(set(item) - allowed):
-        problems.append(f"{where}: unknown key {key!r}; allowed: {', '.join(sorted(allowed))}")
+        problems.append(
+            f"{where}: unknown key {key!r}; allowed: {', '.join(sorted(allowed))}"
+        )
     name = item.get("name")
     if not isinstance(name, str) or not name.strip():
         problems.append(f"{where}: name must be a non-empty string")
@@ -264,14 +283,18 @@ def _check_setting(
         output_format = item.get("output_format")
         if output_format is not None:
             steps.parse_output_format(output_format)
-        raw_steps = [_resolve_resource(dict(step), where) for step in item.get("steps", [])]
+        raw_steps = [
+            _resolve_resource(dict(step), where) for step in item.get("steps", [])
+        ]
         parsed = steps.parse_steps(raw_steps)
     except DefinitionError as error:
         problems.append(f"{where} ({name}): {error.message}")
         parsed = ()
     ttl_days = item.get("ttl_days")
     if ttl_days is not None and (not isinstance(ttl_days, int) or ttl_days < 1):
-        problems.append(f"{where} ({name}): ttl_days must be a whole number of at least 1")
+        problems.append(
+            f"{where} ({name}): ttl_days must be a whole number of at least 1"
+        )
     auto_cache = item.get("auto_cache", False)
     if not isinstance(auto_cache, bool):
         problems.append(f"{where} ({name}): auto_cache must be true or false")
@@ -307,7 +330,9 @@ def _check_cropping(
     where = f"{path}: [[cropping]] number {number}"
     allowed = {"file", "name", "x", "y", "width", "height", "auto_cache"}
     for key in sorted(set(item) - allowed):
-        problems.append(f"{where}: unknown key {key!r}; allowed: {', '.join(sorted(allowed))}")
+        problems.append(
+            f"{where}: unknown key {key!r}; allowed: {', '.join(sorted(allowed))}"
+        )
     file_row = models.File.get_or_none(models.File.path == item.get("file", ""))
     if file_row is None:
         problems.append(
@@ -315,8 +340,16 @@ def _check_cropping(
             "relative to the originals root"
         )
     try:
-        crop = steps.parse_steps([{"kind": "crop", **{k: item.get(k) for k in "xy"},
-                                   "width": item.get("width"), "height": item.get("height")}])
+        crop = steps.parse_steps(
+            [
+                {
+                    "kind": "crop",
+                    **{k: item.get(k) for k in "xy"},
+                    "width": item.get("width"),
+                    "height": item.get("height"),
+                }
+            ]
+        )
     except DefinitionError as error:
         problems.append(f"{where} ({item.get('name')}): {error.message}")
         crop = ()
@@ -333,9 +366,13 @@ def _check_cropping(
     }
 
 
-def _store_setting(database: peewee.Database, item: dict[str, Any], counts: DefinitionCounts) -> None:
+def _store_setting(
+    database: peewee.Database, item: dict[str, Any], counts: DefinitionCounts
+) -> None:
     now = db.now(database)
-    row = models.PredefinedSetting.get_or_none(models.PredefinedSetting.name == item["name"])
+    row = models.PredefinedSetting.get_or_none(
+        models.PredefinedSetting.name == item["name"]
+    )
     if row is None:
         setting_id = models.PredefinedSetting.insert(
             name=item["name"],
@@ -353,8 +390,12 @@ def _store_setting(database: peewee.Database, item: dict[str, Any], counts: Defi
         {"kind": step.kind, **json.loads(step.params)}
         for step in row.steps.order_by(models.SettingStep.position)
     ]
-    output_changed = old_steps != item["steps"] or row.output_format != item["output_format"]
-    other_changed = row.ttl_days != item["ttl_days"] or row.auto_cache != item["auto_cache"]
+    output_changed = (
+        old_steps != item["steps"] or row.output_format != item["output_format"]
+    )
+    other_changed = (
+        row.ttl_days != item["ttl_days"] or row.auto_cache != item["auto_cache"]
+    )
     if not output_changed and not other_changed:
         counts.settings_unchanged += 1
         return
@@ -366,7 +407,9 @@ def _store_setting(database: peewee.Database, item: dict[str, Any], counts: Defi
         updated_at=now,
     ).where(models.PredefinedSetting.id == row.id).execute()
     if output_changed:
-        models.SettingStep.delete().where(models.SettingStep.setting == row.id).execute()
+        models.SettingStep.delete().where(
+            models.SettingStep.setting == row.id
+        ).execute()
         _store_steps(row.id, item["steps"])
     counts.settings_changed += 1
 
@@ -377,7 +420,9 @@ def _store_steps(setting_id: int, chain: list[dict[str, Any]]) -> None:
             "setting": setting_id,
             "position": position,
             "kind": step["kind"],
-            "params": json.dumps({k: v for k, v in step.items() if k != "kind"}, sort_keys=True),
+            "params": json.dumps(
+                {k: v for k, v in step.items() if k != "kind"}, sort_keys=True
+            ),
         }
         for position, step in enumerate(chain, start=1)
     ]
@@ -395,8 +440,12 @@ def _store_cropping(
     )
     if row is None:
         models.Cropping.insert(
-            file=item["file"], name=item["name"], auto_cache=item["auto_cache"], version=1,
-            updated_at=now, **rectangle,
+            file=item["file"],
+            name=item["name"],
+            auto_cache=item["auto_cache"],
+            version=1,
+            updated_at=now,
+            **rectangle,
         ).execute()
         counts.croppings_added += 1
         return

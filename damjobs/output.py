@@ -103,7 +103,9 @@ class ProgressReporter:
     plain log line at most every `interval_seconds`.
     """
 
-    def __init__(self, label: str, options: OutputOptions, interval_seconds: float = 60.0):
+    def __init__(
+        self, label: str, options: OutputOptions, interval_seconds: float = 60.0
+    ):
         self.label = label
         self.interval_seconds = interval_seconds
         self.total: int | None = None

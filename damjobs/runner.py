@@ -74,7 +74,9 @@ class StopRequest:
         self.interrupted = False
         self.signal_notice: str | None = None
         self._deadline = (
-            None if max_runtime_seconds is None else time.monotonic() + max_runtime_seconds
+            None
+            if max_runtime_seconds is None
+            else time.monotonic() + max_runtime_seconds
         )
 
     def request(self, reason: str, interrupted: bool = False) -> None:
@@ -86,9 +88,11 @@ class StopRequest:
         if self.signal_notice is not None:
             notice, self.signal_notice = self.signal_notice, None
             logger.warning("%s", notice)
-        if self.reason is None and self._deadline is not None:
-            if time.monotonic() >= self._deadline:
-                self.request("--max-runtime reached")
+        deadline_passed = (
+            self._deadline is not None and time.monotonic() >= self._deadline
+        )
+        if self.reason is None and deadline_passed:
+            self.request("--max-runtime reached")
         return self.reason is not None
 
 
@@ -222,14 +226,21 @@ def claim(
     return Claim(job=job, status_id=status_id, lock=lock)
 
 
-def _claim_slot(settings: Settings, database: peewee.Database, job: str, trigger: str) -> int:
+def _claim_slot(
+    settings: Settings, database: peewee.Database, job: str, trigger: str
+) -> int:
     now = db.now(database)
     pid = os.getpid()
     slot = models.JobSlot.get_or_none(models.JobSlot.job == job)
     if slot is None:
         status_id = _new_running_status(job, trigger, now)
         models.JobSlot.insert(
-            job=job, state="running", status_id=status_id, host=HOST, pid=pid, updated_at=now
+            job=job,
+            state="running",
+            status_id=status_id,
+            host=HOST,
+            pid=pid,
+            updated_at=now,
         ).execute()
         return status_id
 
@@ -240,7 +251,12 @@ def _claim_slot(settings: Settings, database: peewee.Database, job: str, trigger
     if slot.state == "enqueued":
         status_id = slot.status_id
         models.JobStatus.update(
-            state="running", trigger=trigger, host=HOST, pid=pid, started_at=now, updated_at=now
+            state="running",
+            trigger=trigger,
+            host=HOST,
+            pid=pid,
+            started_at=now,
+            updated_at=now,
         ).where(models.JobStatus.id == status_id).execute()
     else:
         logger.warning(
@@ -252,9 +268,13 @@ def _claim_slot(settings: Settings, database: peewee.Database, job: str, trigger
             reason,
         )
         models.JobStatus.update(
-            state="failed", finished_at=now, updated_at=now, message=f"abandoned: {reason}"
+            state="failed",
+            finished_at=now,
+            updated_at=now,
+            message=f"abandoned: {reason}",
         ).where(
-            (models.JobStatus.id == slot.status_id) & (models.JobStatus.state == "running")
+            (models.JobStatus.id == slot.status_id)
+            & (models.JobStatus.state == "running")
         ).execute()
         status_id = _new_running_status(job, trigger, now)
 
@@ -262,11 +282,15 @@ def _claim_slot(settings: Settings, database: peewee.Database, job: str, trigger
         models.JobSlot.update(
             state="running", status_id=status_id, host=HOST, pid=pid, updated_at=now
         )
-        .where((models.JobSlot.job == job) & (models.JobSlot.status_id == slot.status_id))
+        .where(
+            (models.JobSlot.job == job) & (models.JobSlot.status_id == slot.status_id)
+        )
         .execute()
     )
     if taken != 1:
-        raise JobAlreadyRunningError(f"{job} was claimed by another process at the same time")
+        raise JobAlreadyRunningError(
+            f"{job} was claimed by another process at the same time"
+        )
 
     return status_id
 
@@ -290,7 +314,9 @@ def _takeover_reason(
         return f"its process {slot.pid} on this host has ended"
     stale_after = datetime.timedelta(minutes=settings["jobs.stale_after_minutes"])
     if db.server_now(database) - slot.updated_at > stale_after:
-        return f"no heartbeat for more than {settings['jobs.stale_after_minutes']} minutes"
+        return (
+            f"no heartbeat for more than {settings['jobs.stale_after_minutes']} minutes"
+        )
 
     return None
 
@@ -326,7 +352,11 @@ def release(database: peewee.Database, claim_: Claim) -> bool:
                 return False
             now = db.now(database)
             status_id = models.JobStatus.insert(
-                job=claim_.job, state="enqueued", trigger="rerun", enqueued_at=now, updated_at=now
+                job=claim_.job,
+                state="enqueued",
+                trigger="rerun",
+                enqueued_at=now,
+                updated_at=now,
             ).execute()
             models.JobSlot.update(
                 state="enqueued",
@@ -355,7 +385,11 @@ def enqueue(database: peewee.Database, job: str, trigger: str = "manual") -> str
         if slot is None:
             now = db.now(database)
             status_id = models.JobStatus.insert(
-                job=job, state="enqueued", trigger=trigger, enqueued_at=now, updated_at=now
+                job=job,
+                state="enqueued",
+                trigger=trigger,
+                enqueued_at=now,
+                updated_at=now,
             ).execute()
             models.JobSlot.insert(
                 job=job, state="enqueued", status_id=status_id, updated_at=now
@@ -372,7 +406,9 @@ def enqueue(database: peewee.Database, job: str, trigger: str = "manual") -> str
 
 def enqueued_jobs(database: peewee.Database) -> list[str]:
     """Return the jobs whose slot is enqueued, by name."""
-    query = models.JobSlot.select(models.JobSlot.job).where(models.JobSlot.state == "enqueued")
+    query = models.JobSlot.select(models.JobSlot.job).where(
+        models.JobSlot.state == "enqueued"
+    )
 
     return sorted(slot.job for slot in query)
 
@@ -383,7 +419,9 @@ def enqueued_jobs(database: peewee.Database) -> list[str]:
 class Heartbeat(threading.Thread):
     """Refresh the run's status and slot every few seconds from a thread of its own."""
 
-    def __init__(self, context: RunContext, claim_: Claim, interval_seconds: float) -> None:
+    def __init__(
+        self, context: RunContext, claim_: Claim, interval_seconds: float
+    ) -> None:
         super().__init__(name=f"heartbeat-{claim_.job}", daemon=True)
         self.context = context
         self.claim = claim_
@@ -397,7 +435,9 @@ class Heartbeat(threading.Thread):
                 with database.connection_context():
                     self.beat()
             except peewee.PeeweeException as error:
-                logger.warning("heartbeat of %s failed, will retry: %s", self.claim.job, error)
+                logger.warning(
+                    "heartbeat of %s failed, will retry: %s", self.claim.job, error
+                )
 
     def beat(self) -> None:
         database = self.context.database
@@ -413,7 +453,9 @@ class Heartbeat(threading.Thread):
             )
             _update_counts(self.context, now)
         if held == 0:
-            logger.error("%s lost its slot to another process; stopping", self.claim.job)
+            logger.error(
+                "%s lost its slot to another process; stopping", self.claim.job
+            )
             self.context.stop.request("the job slot was taken over by another process")
 
     def stop(self) -> None:
@@ -479,7 +521,9 @@ def stop_on_signals(stop: StopRequest) -> Iterator[None]:
         stop.signal_notice = f"received {name}; stopping after the current item"
         stop.request(f"received {name}", interrupted=True)
 
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {
+        sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)
+    }
     try:
         yield
     finally:
@@ -503,7 +547,9 @@ def run_job(
     with db.translated_errors("checking the schema version"):
         migrations.check_version(database)
     if run_options.dry_run:
-        return _run_unclaimed(definition, settings, database, run_options, job_options, output)
+        return _run_unclaimed(
+            definition, settings, database, run_options, job_options, output
+        )
 
     claim_ = claim(settings, database, definition.name, run_options.trigger)
     context = RunContext(
@@ -551,7 +597,10 @@ def _run_unclaimed(
 
 
 def _execute(
-    definition: JobDefinition, context: RunContext, job_options: Any, summary: JobSummary
+    definition: JobDefinition,
+    context: RunContext,
+    job_options: Any,
+    summary: JobSummary,
 ) -> JobSummary:
     try:
         with stop_on_signals(context.stop), context.progress:
@@ -567,7 +616,9 @@ def _execute(
         summary.state = "failed"
         summary.exit_code = ExitCode.FAILED
         summary.message = f"unexpected error: {type(error).__name__}: {error}"
-        logger.critical("%s failed with an unexpected error", definition.name, exc_info=True)
+        logger.critical(
+            "%s failed with an unexpected error", definition.name, exc_info=True
+        )
 
     summary.total = context.total
     summary.processed = context.processed
@@ -592,7 +643,9 @@ def _execute(
     return summary
 
 
-def _finish_status(database: peewee.Database, context: RunContext, summary: JobSummary) -> None:
+def _finish_status(
+    database: peewee.Database, context: RunContext, summary: JobSummary
+) -> None:
     now = db.now(database)
     with write_transaction(database):
         _update_counts(context, now)

@@ -12,9 +12,11 @@ from damjobs import config, db
 from damjobs.db import migrations
 
 REPOSITORY = Path(__file__).resolve().parent.parent
-PHOTO_CACHE = Path(
-    os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")
-) / "damjobs-test" / "photos"
+PHOTO_CACHE = (
+    Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    / "damjobs-test"
+    / "photos"
+)
 
 
 @dataclasses.dataclass
@@ -34,13 +36,24 @@ class Workspace:
     def cache(self) -> Path:
         return self.folder / "cache"
 
-    def cli(self, *arguments: str, timeout: float = 300, **kwargs: object) -> subprocess.CompletedProcess:
+    def cli(
+        self, *arguments: str, timeout: float = 300, **kwargs: object
+    ) -> subprocess.CompletedProcess:
         """Run `damjobs --config <this config> ARGUMENTS` in a subprocess."""
-        return run_cli("--config", str(self.config_path), *arguments, timeout=timeout, **kwargs)
+        return run_cli(
+            "--config", str(self.config_path), *arguments, timeout=timeout, **kwargs
+        )
 
     def popen(self, *arguments: str) -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-m", "damjobs", "--config", str(self.config_path), *arguments],
+            [
+                sys.executable,
+                "-m",
+                "damjobs",
+                "--config",
+                str(self.config_path),
+                *arguments,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -56,7 +69,9 @@ def cli_environment() -> dict[str, str]:
     return environ
 
 
-def run_cli(*arguments: str, timeout: float = 300, **kwargs: object) -> subprocess.CompletedProcess:
+def run_cli(
+    *arguments: str, timeout: float = 300, **kwargs: object
+) -> subprocess.CompletedProcess:
     """Run the damjobs CLI in a subprocess and capture its output."""
     return subprocess.run(
         [sys.executable, "-m", "damjobs", *arguments],
@@ -101,7 +116,11 @@ def with_settings(workspace: Workspace, **changes: object) -> config.Settings:
 
 def real_photos() -> list[Path]:
     """Return the real photographs that scripts/install-system-deps unpacked."""
-    photos = sorted(p for p in PHOTO_CACHE.rglob("*") if p.suffix.lower() in (".jpg", ".png", ".webp"))
+    photos = sorted(
+        p
+        for p in PHOTO_CACHE.rglob("*")
+        if p.suffix.lower() in (".jpg", ".png", ".webp")
+    )
     if not photos:
         raise RuntimeError(
             f"no photographs in {PHOTO_CACHE}; run scripts/install-system-deps first"

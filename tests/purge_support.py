@@ -19,7 +19,9 @@ def server_now(workspace: Workspace) -> datetime.datetime:
     return db.server_now(workspace.database)
 
 
-def run_in_process(workspace: Workspace, job: str, options: object, settings=None, dry_run=False):
+def run_in_process(
+    workspace: Workspace, job: str, options: object, settings=None, dry_run=False
+):
     """Run `job` through the runner in this process and return its summary."""
     return runner.run_job(
         JOBS[job],
@@ -31,7 +33,9 @@ def run_in_process(workspace: Workspace, job: str, options: object, settings=Non
     )
 
 
-def run_cli_json(workspace: Workspace, *arguments: str, zone: str = NON_UTC_ZONE, **env: str):
+def run_cli_json(
+    workspace: Workspace, *arguments: str, zone: str = NON_UTC_ZONE, **env: str
+):
     """Run the CLI with --json under the time zone `zone`; return (exit code, summary)."""
     environment = cli_environment()
     environment["TZ"] = zone
@@ -53,11 +57,23 @@ def add_folder_and_file(workspace: Workspace, path: str = "a.jpg") -> int:
     now = db.now(database)
     folder = models.Folder.get_or_none(models.Folder.name == "")
     if folder is None:
-        folder = models.Folder.create(parent=None, name="", created_at=server_now(workspace))
+        folder = models.Folder.create(
+            parent=None, name="", created_at=server_now(workspace)
+        )
     return models.File.insert(
-        folder=folder, name=path, path=path, extension=path.rsplit(".", 1)[-1], format="jpeg",
-        media_type="image/jpeg", size_bytes=1, width=100, height=100, checksum="0" * 64,
-        is_transformable=True, created_at=now, updated_at=now,
+        folder=folder,
+        name=path,
+        path=path,
+        extension=path.rsplit(".", 1)[-1],
+        format="jpeg",
+        media_type="image/jpeg",
+        size_bytes=1,
+        width=100,
+        height=100,
+        checksum="0" * 64,
+        is_transformable=True,
+        created_at=now,
+        updated_at=now,
     ).execute()
 
 

@@ -40,7 +40,9 @@ app = typer.Typer(
 @dataclasses.dataclass
 class GlobalOptions:
     config_path: Path | None = None
-    output: terminal.OutputOptions = dataclasses.field(default_factory=terminal.OutputOptions)
+    output: terminal.OutputOptions = dataclasses.field(
+        default_factory=terminal.OutputOptions
+    )
 
 
 GLOBAL = GlobalOptions()
@@ -75,12 +77,17 @@ def main_options(
     ] = 0,
     log_file: Annotated[
         Path | None,
-        typer.Option("--log-file", help="Also append every message, debug included, here."),
+        typer.Option(
+            "--log-file", help="Also append every message, debug included, here."
+        ),
     ] = None,
     version: Annotated[
         bool,
         typer.Option(
-            "--version", callback=_show_version, is_eager=True, help="Print the version."
+            "--version",
+            callback=_show_version,
+            is_eager=True,
+            help="Print the version.",
         ),
     ] = False,
 ) -> None:
@@ -145,7 +152,10 @@ def boundary(command: F) -> F:
             print("damjobs: interrupted", file=sys.stderr)
             code = ExitCode.INTERRUPTED
         except Exception as error:  # noqa: BLE001 - the one place that catches everything
-            print(f"damjobs: unexpected error: {type(error).__name__}: {error}", file=sys.stderr)
+            print(
+                f"damjobs: unexpected error: {type(error).__name__}: {error}",
+                file=sys.stderr,
+            )
             if GLOBAL.output.verbosity >= 1:
                 traceback.print_exception(error, file=sys.stderr)
             else:
@@ -176,9 +186,7 @@ def hoist_global_options(arguments: list[str]) -> list[str]:
             rest += arguments[index:]
             break
         name = argument.split("=", 1)[0]
-        if argument in GLOBAL_FLAGS:
-            front.append(argument)
-        elif name in GLOBAL_OPTIONS_WITH_VALUE and "=" in argument:
+        if argument in GLOBAL_FLAGS or name in GLOBAL_OPTIONS_WITH_VALUE and "=" in argument:
             front.append(argument)
         elif argument in GLOBAL_OPTIONS_WITH_VALUE and index + 1 < len(arguments):
             front += arguments[index : index + 2]
@@ -196,6 +204,9 @@ def main() -> None:
 
 
 # The command modules register themselves on `app` when imported.
-from damjobs.cli import admin, jobs  # noqa: E402, F401
-from damjobs.cli import upkeep_commands  # noqa: E402, F401
-from damjobs.cli import search_commands  # noqa: E402, F401
+from damjobs.cli import (  # noqa: E402, F401
+    admin,
+    jobs,
+    search_commands,  # noqa: E402, F401
+    upkeep_commands,  # noqa: E402, F401
+)

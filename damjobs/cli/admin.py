@@ -21,7 +21,9 @@ from damjobs.jobs import JOBS
 
 logger = logging.getLogger("damjobs.cli")
 
-db_app = typer.Typer(help="Create and upgrade the database schema.", no_args_is_help=True)
+db_app = typer.Typer(
+    help="Create and upgrade the database schema.", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
@@ -36,7 +38,9 @@ def _job_name(name: str) -> str:
 @app.command("init")
 @boundary
 def init_command(
-    folder: Annotated[Path, typer.Argument(help="Folder for the config, database and roots.")],
+    folder: Annotated[
+        Path, typer.Argument(help="Folder for the config, database and roots.")
+    ],
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite an existing damjobs.toml.")
     ] = False,
@@ -85,8 +89,12 @@ def check_config_command() -> int:
             f"schema: version {version}, expected {migrations.LATEST_VERSION}: "
             "run `damjobs db upgrade`"
         )
-    for key in ("paths.originals_root", "paths.cache_root", "paths.published_root",
-                "paths.lock_dir"):
+    for key in (
+        "paths.originals_root",
+        "paths.cache_root",
+        "paths.published_root",
+        "paths.lock_dir",
+    ):
         folder: Path = settings[key]
         writable = key != "paths.originals_root"
         ok = folder.is_dir() and os.access(folder, os.W_OK if writable else os.R_OK)
@@ -99,7 +107,11 @@ def check_config_command() -> int:
         problems += not ok
         print(f"{key}: {folder}: {state}")
     for key in ("render.srgb_profile", "render.cmyk_profile"):
-        state = "ok" if settings[key].is_file() else "missing (colour conversion is less exact)"
+        state = (
+            "ok"
+            if settings[key].is_file()
+            else "missing (colour conversion is less exact)"
+        )
         print(f"{key}: {settings[key]}: {state}")
 
     return ExitCode.SUCCEEDED if problems == 0 else ExitCode.FAILED
@@ -118,8 +130,10 @@ def db_upgrade_command() -> int:
         print(f"schema is current (version {migrations.LATEST_VERSION})")
         return ExitCode.SUCCEEDED
     if migrations.current_version(database) > 0:
-        running = [slot.job for slot in models.JobSlot.select().where(
-            models.JobSlot.state == "running")]
+        running = [
+            slot.job
+            for slot in models.JobSlot.select().where(models.JobSlot.state == "running")
+        ]
         if running:
             raise RepositoryError(
                 f"jobs are running: {', '.join(running)}",
@@ -135,7 +149,9 @@ def db_upgrade_command() -> int:
 @app.command("status")
 @boundary
 def status_command(
-    runs: Annotated[int, typer.Option("--runs", help="Finished runs to show per job.")] = 3,
+    runs: Annotated[
+        int, typer.Option("--runs", help="Finished runs to show per job.")
+    ] = 3,
     json_output: JsonOutput = False,
 ) -> int:
     """Show running and enqueued jobs and the last runs of each job."""
@@ -154,9 +170,15 @@ def status_command(
         )
         slot = slots.get(name)
         report["jobs"][name] = {
-            "slot": None if slot is None else {
-                "state": slot.state, "run": slot.status_id, "host": slot.host, "pid": slot.pid,
-                "heartbeat": str(slot.updated_at), "rerun_requested": bool(slot.rerun_requested),
+            "slot": None
+            if slot is None
+            else {
+                "state": slot.state,
+                "run": slot.status_id,
+                "host": slot.host,
+                "pid": slot.pid,
+                "heartbeat": str(slot.updated_at),
+                "rerun_requested": bool(slot.rerun_requested),
             },
             "runs": [_status_dict(row) for row in recent],
         }
@@ -168,7 +190,9 @@ def status_command(
         slot = job["slot"]
         active = "idle" if slot is None else f"{slot['state']} (run {slot['run']})"
         if slot and slot["state"] == "running":
-            active += f" on {slot['host']} pid {slot['pid']}, heartbeat {slot['heartbeat']}"
+            active += (
+                f" on {slot['host']} pid {slot['pid']}, heartbeat {slot['heartbeat']}"
+            )
         print(f"{name}: {active}")
         for run in job["runs"]:
             print(
@@ -240,8 +264,15 @@ def run_queued_command() -> int:
 
     children = []
     for name in names:
-        command = [sys.executable, "-m", "damjobs", *_global_arguments(settings), name,
-                   "--trigger", "queued"]
+        command = [
+            sys.executable,
+            "-m",
+            "damjobs",
+            *_global_arguments(settings),
+            name,
+            "--trigger",
+            "queued",
+        ]
         logger.info("starting %s", name)
         children.append((name, subprocess.Popen(command)))
     codes = []
@@ -311,7 +342,9 @@ def import_command(
 @app.command("define")
 @boundary
 def define_command(
-    path: Annotated[Path, typer.Argument(help="TOML file with [[setting]] and [[cropping]].")],
+    path: Annotated[
+        Path, typer.Argument(help="TOML file with [[setting]] and [[cropping]].")
+    ],
 ) -> int:
     """
     Create or update predefined settings and croppings from a TOML file.
@@ -338,23 +371,33 @@ def define_command(
 def entries_command(
     state: Annotated[
         str | None,
-        typer.Option("--state", help="Only entries in this state: expected, built, failed, "
-                     "obsolete.", show_default=False),
+        typer.Option(
+            "--state",
+            help="Only entries in this state: expected, built, failed, obsolete.",
+            show_default=False,
+        ),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", help="Maximum number of entries to list.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", help="Maximum number of entries to list.")
+    ] = 50,
     json_output: JsonOutput = False,
 ) -> int:
     """List cache entries with their source file, state and cached file path."""
     if state is not None and state not in models.ENTRY_STATES:
-        raise UsageError(f"invalid --state {state!r}",
-                         hint=f"use one of {', '.join(models.ENTRY_STATES)}")
+        raise UsageError(
+            f"invalid --state {state!r}",
+            hint=f"use one of {', '.join(models.ENTRY_STATES)}",
+        )
     settings = load_settings()
     database = open_database(settings)
     migrations.check_version(database)
     query = (
         models.CacheEntry.select(models.CacheEntry, models.File.path.alias("source"))
-        .join(models.File, peewee.JOIN.LEFT_OUTER,
-              on=(models.File.id == models.CacheEntry.file_id))
+        .join(
+            models.File,
+            peewee.JOIN.LEFT_OUTER,
+            on=(models.File.id == models.CacheEntry.file_id),
+        )
         .order_by(models.CacheEntry.id)
         .limit(limit)
     )
@@ -363,13 +406,21 @@ def entries_command(
     cache_root: Path = settings["paths.cache_root"]
     rows = []
     for entry in query.objects():
-        rows.append({
-            "id": entry.id, "file_id": entry.file_id, "source": entry.source,
-            "cropping_id": entry.cropping_id, "setting_id": entry.setting_id,
-            "format": entry.output_format, "state": entry.state,
-            "path": str(cache_root / entry.path) if entry.path else None,
-            "size_bytes": entry.size_bytes, "failure": entry.failure, "error": entry.error,
-        })
+        rows.append(
+            {
+                "id": entry.id,
+                "file_id": entry.file_id,
+                "source": entry.source,
+                "cropping_id": entry.cropping_id,
+                "setting_id": entry.setting_id,
+                "format": entry.output_format,
+                "state": entry.state,
+                "path": str(cache_root / entry.path) if entry.path else None,
+                "size_bytes": entry.size_bytes,
+                "failure": entry.failure,
+                "error": entry.error,
+            }
+        )
     if json_output:
         print(json.dumps(rows))
         return ExitCode.SUCCEEDED
@@ -377,7 +428,9 @@ def entries_command(
         detail = row["path"] or "-"
         if row["failure"]:
             detail = f"{row['failure']}: {row['error']}"
-        print(f"{row['id']}\t{row['state']}\t{row['format']}\t{row['source']}\t"
-              f"cropping {row['cropping_id']} setting {row['setting_id']}\t{detail}")
+        print(
+            f"{row['id']}\t{row['state']}\t{row['format']}\t{row['source']}\t"
+            f"cropping {row['cropping_id']} setting {row['setting_id']}\t{detail}"
+        )
 
     return ExitCode.SUCCEEDED

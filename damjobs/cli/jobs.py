@@ -17,7 +17,8 @@ logger = logging.getLogger("damjobs.cli")
 TRIGGERS = ("manual", "schedule", "queued")
 
 DryRun = Annotated[
-    bool, typer.Option("--dry-run", help="Report what the job would do and change nothing.")
+    bool,
+    typer.Option("--dry-run", help="Report what the job would do and change nothing."),
 ]
 MaxRuntime = Annotated[
     str | None,
@@ -29,7 +30,8 @@ MaxRuntime = Annotated[
     ),
 ]
 JsonSummary = Annotated[
-    bool, typer.Option("--json", help="Print the run summary as one JSON object on stdout.")
+    bool,
+    typer.Option("--json", help="Print the run summary as one JSON object on stdout."),
 ]
 Trigger = Annotated[
     str,
@@ -65,9 +67,13 @@ def run_registered_job(
 ) -> int:
     """Load the configuration, run one job from the registry and print its summary."""
     if trigger not in TRIGGERS:
-        raise UsageError(f"invalid --trigger {trigger!r}", hint=f"use one of {', '.join(TRIGGERS)}")
+        raise UsageError(
+            f"invalid --trigger {trigger!r}", hint=f"use one of {', '.join(TRIGGERS)}"
+        )
     if limit is not None and limit < 1:
-        raise UsageError(f"invalid --limit {limit}", hint="give a whole number of at least 1")
+        raise UsageError(
+            f"invalid --limit {limit}", hint="give a whole number of at least 1"
+        )
     set_json(json_output)
     run_options = runner.RunOptions(
         dry_run=dry_run,
@@ -112,7 +118,9 @@ def print_summary(summary: runner.JobSummary) -> None:
 def precache_command(
     prune: Annotated[
         bool,
-        typer.Option("--prune", help="Also delete obsolete entries and their cached files."),
+        typer.Option(
+            "--prune", help="Also delete obsolete entries and their cached files."
+        ),
     ] = False,
     dry_run: DryRun = False,
     max_runtime: MaxRuntime = None,
@@ -129,7 +137,12 @@ def precache_command(
     Example cron line: 0 2 * * * damjobs -q precache
     """
     return run_registered_job(
-        "precache", precache.Options(prune=prune), dry_run, max_runtime, json_output, trigger
+        "precache",
+        precache.Options(prune=prune),
+        dry_run,
+        max_runtime,
+        json_output,
+        trigger,
     )
 
 
@@ -138,11 +151,15 @@ def precache_command(
 def build_missing_command(
     retry_failed: Annotated[
         bool,
-        typer.Option("--retry-failed", help="Also render entries whose last attempt failed."),
+        typer.Option(
+            "--retry-failed", help="Also render entries whose last attempt failed."
+        ),
     ] = False,
     limit: Annotated[
         int | None,
-        typer.Option("--limit", help="Render at most this many entries.", show_default=False),
+        typer.Option(
+            "--limit", help="Render at most this many entries.", show_default=False
+        ),
     ] = None,
     dry_run: DryRun = False,
     max_runtime: MaxRuntime = None,

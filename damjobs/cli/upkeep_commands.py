@@ -6,7 +6,13 @@ from typing import Annotated
 import typer
 
 from damjobs.cli import app, boundary
-from damjobs.cli.jobs import DryRun, JsonSummary, MaxRuntime, Trigger, run_registered_job
+from damjobs.cli.jobs import (
+    DryRun,
+    JsonSummary,
+    MaxRuntime,
+    Trigger,
+    run_registered_job,
+)
 from damjobs.errors import UsageError
 from damjobs.jobs import (
     purge_custom_transformations,
@@ -38,7 +44,9 @@ def parse_age_minutes(text: str | None) -> float | None:
 def rebuild_expired_command(
     limit: Annotated[
         int | None,
-        typer.Option("--limit", help="Render at most this many entries.", show_default=False),
+        typer.Option(
+            "--limit", help="Render at most this many entries.", show_default=False
+        ),
     ] = None,
     dry_run: DryRun = False,
     max_runtime: MaxRuntime = None,
@@ -80,7 +88,9 @@ def purge_custom_transformations_command(
     file_id: Annotated[
         int | None,
         typer.Option(
-            "--file-id", help="Purge only the transformations of this file.", show_default=False
+            "--file-id",
+            help="Purge only the transformations of this file.",
+            show_default=False,
         ),
     ] = None,
     dry_run: DryRun = False,
@@ -97,7 +107,12 @@ def purge_custom_transformations_command(
         older_than_minutes=parse_age_minutes(older_than), file_id=file_id
     )
     return run_registered_job(
-        "purge-custom-transformations", options, dry_run, max_runtime, json_output, trigger
+        "purge-custom-transformations",
+        options,
+        dry_run,
+        max_runtime,
+        json_output,
+        trigger,
     )
 
 

@@ -31,7 +31,9 @@ class ReconnectingMySQLDatabase(ReconnectMixin, peewee.MySQLDatabase):
     """MySQL connection that reconnects once when the server has gone away between queries."""
 
 
-def open_database(url: str, password: str = "", connect_timeout: int = 10) -> peewee.Database:
+def open_database(
+    url: str, password: str = "", connect_timeout: int = 10
+) -> peewee.Database:
     """
     Connect to the database named by `url` and bind every model to it.
 
@@ -52,7 +54,9 @@ def open_database(url: str, password: str = "", connect_timeout: int = 10) -> pe
     return database
 
 
-def make_database(url: str, password: str = "", connect_timeout: int = 10) -> peewee.Database:
+def make_database(
+    url: str, password: str = "", connect_timeout: int = 10
+) -> peewee.Database:
     """Build an unconnected peewee database for a sqlite:/// or mysql:// URL."""
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
@@ -66,7 +70,8 @@ def make_database(url: str, password: str = "", connect_timeout: int = 10) -> pe
         )
 
     match = re.fullmatch(
-        r"mysql://(?P<user>[^@/:]+)@(?P<host>[^/:]+)(?::(?P<port>\d+))?/(?P<name>\w+)", url
+        r"mysql://(?P<user>[^@/:]+)@(?P<host>[^/:]+)(?::(?P<port>\d+))?/(?P<name>\w+)",
+        url,
     )
     if match is None:
         raise RepositoryError(

@@ -30,7 +30,9 @@ class BaseModel(peewee.Model):
 class Folder(BaseModel):
     """A folder of the DAM's virtual tree."""
 
-    parent = peewee.ForeignKeyField("self", null=True, backref="children", on_delete="CASCADE")
+    parent = peewee.ForeignKeyField(
+        "self", null=True, backref="children", on_delete="CASCADE"
+    )
     name = peewee.CharField(max_length=255)
     created_at = peewee.DateTimeField()
 
@@ -125,7 +127,9 @@ class PredefinedSetting(BaseModel):
 class SettingStep(BaseModel):
     """One step of a predefined setting; `params` is a JSON object."""
 
-    setting = peewee.ForeignKeyField(PredefinedSetting, backref="steps", on_delete="CASCADE")
+    setting = peewee.ForeignKeyField(
+        PredefinedSetting, backref="steps", on_delete="CASCADE"
+    )
     position = peewee.IntegerField()
     kind = peewee.CharField(max_length=16)
     params = peewee.TextField()
@@ -137,7 +141,9 @@ class SettingStep(BaseModel):
 class CustomTransformation(BaseModel):
     """An ad-hoc transformation that a live request asked for; not permanent."""
 
-    file = peewee.ForeignKeyField(File, backref="custom_transformations", on_delete="CASCADE")
+    file = peewee.ForeignKeyField(
+        File, backref="custom_transformations", on_delete="CASCADE"
+    )
     params = peewee.TextField()
     output_format = peewee.CharField(max_length=8)
     created_at = peewee.DateTimeField()
@@ -172,7 +178,10 @@ class CacheEntry(BaseModel):
 
     class Meta:
         indexes = (
-            (("file_id", "cropping_id", "setting_id", "custom_id", "output_format"), True),
+            (
+                ("file_id", "cropping_id", "setting_id", "custom_id", "output_format"),
+                True,
+            ),
             (("state", "file_id"), False),
             (("cropping_id",), False),
             (("setting_id",), False),

@@ -67,7 +67,9 @@ class Outcome:
     tables: dict[str, collections.Counter[str]] = dataclasses.field(
         default_factory=lambda: collections.defaultdict(collections.Counter)
     )
-    files: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    files: collections.Counter[str] = dataclasses.field(
+        default_factory=collections.Counter
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,9 +103,9 @@ def run(context: runner.RunContext, options: Options) -> dict[str, Any]:
     transformations = models.CustomTransformation.last_requested_at < limits.cutoff
     orphans = (
         (models.CacheEntry.custom_id > 0)
-        & models.CacheEntry.custom_id.not_in(models.CustomTransformation.select(
-            models.CustomTransformation.id
-        ))
+        & models.CacheEntry.custom_id.not_in(
+            models.CustomTransformation.select(models.CustomTransformation.id)
+        )
         & (models.CacheEntry.planned_at < limits.cutoff)
     )
     if options.file_id is not None:
@@ -123,7 +125,9 @@ def run(context: runner.RunContext, options: Options) -> dict[str, Any]:
             bounds.append(part.bounds())
     context.set_total(sum(count for count, _low, _high in bounds))
 
-    with purging.short_lock_waits(database, settings["purge.lock_wait_timeout_seconds"]):
+    with purging.short_lock_waits(
+        database, settings["purge.lock_wait_timeout_seconds"]
+    ):
         for part, (_count, low, high) in zip(parts, bounds, strict=True):
             if low is None or high is None or context.stop:
                 continue
@@ -153,7 +157,9 @@ def _run_batch(
     unlinked: set[str] = set()
     table = part.model._meta.table_name
     if context.dry_run:
-        outcome = _purge_batch(database, part, key_range, root, limits, unlinked, dry_run=True)
+        outcome = _purge_batch(
+            database, part, key_range, root, limits, unlinked, dry_run=True
+        )
     else:
         outcome = purging.retry_on_lock_conflict(
             lambda: _purge_batch(database, part, key_range, root, limits, unlinked),
@@ -166,7 +172,9 @@ def _run_batch(
     main = outcome.tables[table]
     deleted = main["would_delete" if context.dry_run else "deleted"]
     context.count(
-        processed=deleted + main["failed"], failed=main["failed"], skipped=main["skipped"]
+        processed=deleted + main["failed"],
+        failed=main["failed"],
+        skipped=main["skipped"],
     )
 
 
@@ -186,7 +194,9 @@ def _purge_batch(
     back attempt still counts them as deleted rather than as already gone.
     """
     outcome = Outcome()
-    transaction = contextlib.nullcontext() if dry_run else purging.batch_transaction(database)
+    transaction = (
+        contextlib.nullcontext() if dry_run else purging.batch_transaction(database)
+    )
     with transaction:
         groups = _read_groups(database, part, key_range, lock=not dry_run)
         table = part.model._meta.table_name
@@ -226,7 +236,9 @@ def _read_groups(
 ) -> dict[int, list[EntryFile]]:
     """Return the matching keys of the range, each with its cache entries."""
     lock = lock and db.is_mysql(database)
-    keys_query = part.model.select(part.key).where(part.in_range(key_range)).order_by(part.key)
+    keys_query = (
+        part.model.select(part.key).where(part.in_range(key_range)).order_by(part.key)
+    )
     if lock:
         keys_query = keys_query.for_update()
     keys = [key for (key,) in keys_query.tuples()]
@@ -248,7 +260,9 @@ def _read_groups(
     groups: dict[int, list[EntryFile]] = {key: [] for key in keys}
     for row in entries_query.tuples():
         entry = EntryFile(*row)
-        groups[entry.id if part.model is models.CacheEntry else entry.custom_id].append(entry)
+        groups[entry.id if part.model is models.CacheEntry else entry.custom_id].append(
+            entry
+        )
 
     return groups
 
@@ -256,7 +270,10 @@ def _read_groups(
 def _busy_reason(entries: list[EntryFile], root: Path, limits: Limits) -> str | None:
     """Return why these entries must be left for now, or None when they may go."""
     for entry in entries:
-        if entry.state == "expected" and _as_datetime(entry.planned_at) > limits.grace_cutoff:
+        if (
+            entry.state == "expected"
+            and _as_datetime(entry.planned_at) > limits.grace_cutoff
+        ):
             return f"cache entry {entry.id} is still being rendered"
         if not entry.path:
             continue
@@ -323,7 +340,9 @@ def _delete_rows(
 ) -> None:
     if entry_ids:
         outcome.tables[ENTRIES]["deleted"] += (
-            models.CacheEntry.delete().where(models.CacheEntry.id.in_(entry_ids)).execute()
+            models.CacheEntry.delete()
+            .where(models.CacheEntry.id.in_(entry_ids))
+            .execute()
         )
     if part.model is models.CustomTransformation:
         outcome.tables[TRANSFORMATIONS]["deleted"] += (

@@ -66,10 +66,15 @@ def run(context: runner.RunContext, options: Options) -> dict[str, Any]:
     with db.translated_errors("counting expired published files"):
         total, low, high = batches.bounds()
     context.set_total(total)
-    details: dict[str, Any] = {"cutoff": purging.format_time(cutoff), "grace_minutes": grace_minutes}
+    details: dict[str, Any] = {
+        "cutoff": purging.format_time(cutoff),
+        "grace_minutes": grace_minutes,
+    }
 
     if context.dry_run:
-        _report_dry_run(batches, low, high, root, tally, listing=not context.output.json)
+        _report_dry_run(
+            batches, low, high, root, tally, listing=not context.output.json
+        )
     elif low is not None and high is not None:
         _purge(context, batches, low, high, root, tally)
 
@@ -86,14 +91,16 @@ def _purge(
 ) -> None:
     database = context.database
     attempts = context.settings["purge.max_attempts"]
-    with purging.short_lock_waits(database, context.settings["purge.lock_wait_timeout_seconds"]):
+    with purging.short_lock_waits(
+        database, context.settings["purge.lock_wait_timeout_seconds"]
+    ):
         for key_range in batches.ranges(low, high):
             if context.stop:
                 context.left = batches.count()
                 break
             unlinked: set[str] = set()
             outcome = purging.retry_on_lock_conflict(
-                lambda key_range=key_range: _purge_batch(
+                lambda key_range=key_range, unlinked=unlinked: _purge_batch(
                     database, batches, key_range, root, unlinked
                 ),
                 f"deleting {TABLE} rows {key_range.first}..{key_range.last}",
@@ -101,7 +108,8 @@ def _purge(
             )
             _add(tally, root, outcome)
             context.count(
-                processed=outcome.rows_deleted + outcome.rows_failed, failed=outcome.rows_failed
+                processed=outcome.rows_deleted + outcome.rows_failed,
+                failed=outcome.rows_failed,
             )
 
 
@@ -146,7 +154,9 @@ def _purge_batch(
             except (PathOutsideRootError, StorageError) as error:
                 outcome.files_failed += 1
                 outcome.rows_failed += 1
-                logger.error("cannot delete published file %d: %s", row_id, error.message)
+                logger.error(
+                    "cannot delete published file %d: %s", row_id, error.message
+                )
                 continue
             doomed.append(row_id)
         if doomed:
@@ -196,7 +206,9 @@ def _report_dry_run(
         return
     for key_range in batches.ranges(low, high):
         rows = list(
-            models.PublishedFile.select(models.PublishedFile.id, models.PublishedFile.path)
+            models.PublishedFile.select(
+                models.PublishedFile.id, models.PublishedFile.path
+            )
             .where(batches.in_range(key_range))
             .tuples()
         )
@@ -205,7 +217,11 @@ def _report_dry_run(
         shared = _paths_still_published(rows)
         for row_id, path in rows:
             exists = _exists_inside(root, path)
-            table["would_fail" if exists is None and path not in shared else "would_delete"] += 1
+            table[
+                "would_fail"
+                if exists is None and path not in shared
+                else "would_delete"
+            ] += 1
             if path in shared:
                 folder["would_keep_shared"] += 1
                 state = "kept, still published by another row"

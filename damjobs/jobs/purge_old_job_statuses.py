@@ -34,13 +34,19 @@ def run(context: runner.RunContext, options: Options) -> dict[str, Any]:
         max_age_hours,
     )
     old = models.JobStatus.updated_at < cutoff
-    referenced_by_slot = models.JobStatus.id.in_(models.JobSlot.select(models.JobSlot.status_id))
+    referenced_by_slot = models.JobStatus.id.in_(
+        models.JobSlot.select(models.JobSlot.status_id)
+    )
     tally = purging.Tally()
     protected = models.JobStatus.select().where(old & referenced_by_slot).count()
     tally.table("job_status")["skipped"] += protected
     context.count(skipped=protected)
     slowest = purging.delete_rows(
-        context, models.JobStatus, old & ~referenced_by_slot, settings["purge_old_job_statuses.batch_size"], tally
+        context,
+        models.JobStatus,
+        old & ~referenced_by_slot,
+        settings["purge_old_job_statuses.batch_size"],
+        tally,
     )
 
     return {

@@ -107,12 +107,16 @@ def short_lock_waits(database: peewee.Database, seconds: int) -> Iterator[None]:
     SQLite: busy_timeout.
     """
     if db.is_mysql(database):
-        previous = database.execute_sql("SELECT @@SESSION.innodb_lock_wait_timeout").fetchone()[0]
+        previous = database.execute_sql(
+            "SELECT @@SESSION.innodb_lock_wait_timeout"
+        ).fetchone()[0]
         database.execute_sql(f"SET SESSION innodb_lock_wait_timeout = {int(seconds)}")
         try:
             yield
         finally:
-            database.execute_sql(f"SET SESSION innodb_lock_wait_timeout = {int(previous)}")
+            database.execute_sql(
+                f"SET SESSION innodb_lock_wait_timeout = {int(previous)}"
+            )
         return
 
     previous = database.execute_sql("PRAGMA busy_timeout").fetchone()[0]
@@ -156,7 +160,9 @@ class RangeBatches:
     rows of the table, so a batch never scans more than that many rows.
     """
 
-    def __init__(self, model: type[peewee.Model], condition: Any, batch_size: int) -> None:
+    def __init__(
+        self, model: type[peewee.Model], condition: Any, batch_size: int
+    ) -> None:
         self.model = model
         self.condition = condition
         self.batch_size = batch_size
@@ -193,7 +199,9 @@ class RangeBatches:
     def in_range(self, key_range: KeyRange) -> Any:
         """Return the condition for the matching rows inside `key_range`."""
         return (
-            (self.key >= key_range.first) & (self.key <= key_range.last) & self.condition
+            (self.key >= key_range.first)
+            & (self.key <= key_range.last)
+            & self.condition
         )
 
 
@@ -248,13 +256,17 @@ def delete_rows(
 
     slowest = 0.0
     attempts = context.settings["purge.max_attempts"]
-    with short_lock_waits(database, context.settings["purge.lock_wait_timeout_seconds"]):
+    with short_lock_waits(
+        database, context.settings["purge.lock_wait_timeout_seconds"]
+    ):
         for key_range in batches.ranges(low, high):
             if context.stop:
                 break
             started = time.monotonic()
             deleted = retry_on_lock_conflict(
-                lambda key_range=key_range: _delete_range(database, model, batches, key_range),
+                lambda key_range=key_range: _delete_range(
+                    database, model, batches, key_range
+                ),
                 f"deleting {table} rows {key_range.first}..{key_range.last}",
                 attempts,
             )

@@ -53,7 +53,9 @@ def iter_work(
     through `recorder` at once; a dry run passes no recorder and only lists.
     """
     cache_root: Path = context.settings["paths.cache_root"]
-    for file_row, entries in sources.iter_entry_groups(context.database, ("built",), expired):
+    for file_row, entries in sources.iter_entry_groups(
+        context.database, ("built",), expired
+    ):
         if context.stop:
             return
         limit = context.options.limit
@@ -83,7 +85,10 @@ def run(context: runner.RunContext, options: Options) -> dict[str, Any]:
     cache_root: Path = settings["paths.cache_root"]
     now = db.server_now(database)
     expired = models.CacheEntry.expires_at <= now
-    logger.info("rebuilding cache entries that expired at or before %s", purging.format_time(now))
+    logger.info(
+        "rebuilding cache entries that expired at or before %s",
+        purging.format_time(now),
+    )
     catalog = sources.Catalog(database, settings)
     context.set_total(sources.count_entries(database, ("built",), expired))
     plan = Plan()
@@ -93,9 +98,13 @@ def run(context: runner.RunContext, options: Options) -> dict[str, Any]:
         return {**details, "would_rebuild": listed, "missing_files": plan.missing_files}
 
     cache_root.mkdir(parents=True, exist_ok=True)
-    cache.sweep_temp_files(cache_root, max(3600.0, 2 * settings["render.timeout_seconds"]))
+    cache.sweep_temp_files(
+        cache_root, max(3600.0, 2 * settings["render.timeout_seconds"])
+    )
     recorder = sources.ResultRecorder(context, catalog)
-    sources.render_jobs(context, iter_work(context, expired, catalog, recorder, plan), recorder)
+    sources.render_jobs(
+        context, iter_work(context, expired, catalog, recorder, plan), recorder
+    )
     context.left = sources.count_entries(database, ("built",), expired)
 
     return {

@@ -45,7 +45,9 @@ def copy_photo(photo, target, full_size):
     with Image.open(photo) as image:
         exif = image.getexif()
         image.thumbnail((1024, 1024))
-        image.save(target, exif=exif, **({"quality": 90} if image.format == "JPEG" else {}))
+        image.save(
+            target, exif=exif, **({"quality": 90} if image.format == "JPEG" else {})
+        )
 
 
 def prepare(tmp_path, database_url, photo_count=3, full_size=False):
@@ -56,8 +58,11 @@ def prepare(tmp_path, database_url, photo_count=3, full_size=False):
         copy_photo(photo, source / photo.name, full_size)
     definitions = tmp_path / "definitions.toml"
     definitions.write_text(DEFINITIONS)
-    for arguments in (("import", str(source), "--into", "photos"),
-                      ("define", str(definitions)), ("-q", "precache")):
+    for arguments in (
+        ("import", str(source), "--into", "photos"),
+        ("define", str(definitions)),
+        ("-q", "precache"),
+    ):
         done = workspace.cli(*arguments)
         assert done.returncode == 0, done.stderr
 
@@ -70,7 +75,8 @@ def summary_of(done):
 
 def visible_cache_files(workspace):
     return sorted(
-        path for path in workspace.cache.rglob("*")
+        path
+        for path in workspace.cache.rglob("*")
         if path.is_file() and ".damjobs" not in str(path.relative_to(workspace.cache))
     )
 
@@ -84,7 +90,10 @@ def test_build_missing_renders_every_entry(tmp_path, database_url):
     assert done.returncode == 0, done.stderr
     assert summary["processed"] == 9
     assert summary["failed"] == 0
-    assert models.CacheEntry.select().where(models.CacheEntry.state != "built").count() == 0
+    assert (
+        models.CacheEntry.select().where(models.CacheEntry.state != "built").count()
+        == 0
+    )
     assert len(visible_cache_files(workspace)) == 9
 
 
@@ -114,7 +123,11 @@ def test_second_run_renders_nothing(tmp_path, database_url):
 def test_file_deleted_from_disk_is_rendered_again(tmp_path, database_url):
     workspace = prepare(tmp_path, database_url)
     workspace.cli("build-missing")
-    entry = models.CacheEntry.select().where(models.CacheEntry.output_format == "webp").first()
+    entry = (
+        models.CacheEntry.select()
+        .where(models.CacheEntry.output_format == "webp")
+        .first()
+    )
     (workspace.cache / entry.path).unlink()
 
     summary = summary_of(workspace.cli("build-missing", "--json"))
@@ -126,7 +139,11 @@ def test_file_deleted_from_disk_is_rendered_again(tmp_path, database_url):
 def test_empty_file_is_rendered_again(tmp_path, database_url):
     workspace = prepare(tmp_path, database_url, photo_count=1)
     workspace.cli("build-missing")
-    entry = models.CacheEntry.select().where(models.CacheEntry.output_format == "jpeg").first()
+    entry = (
+        models.CacheEntry.select()
+        .where(models.CacheEntry.output_format == "jpeg")
+        .first()
+    )
     (workspace.cache / entry.path).write_bytes(b"")
 
     summary = summary_of(workspace.cli("build-missing", "--json"))
@@ -196,7 +213,9 @@ def test_precache_then_run_queued_builds(tmp_path, database_url):
 
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
-    status = models.JobStatus.select().where(models.JobStatus.job == "build-missing").get()
+    status = (
+        models.JobStatus.select().where(models.JobStatus.job == "build-missing").get()
+    )
     assert status.trigger == "queued"
     assert status.state == "succeeded"
 
@@ -211,9 +230,14 @@ def wait_for(condition, timeout=60.0):
 
 
 def running(workspace):
-    return models.JobSlot.select().where(
-        (models.JobSlot.job == "build-missing") & (models.JobSlot.state == "running")
-    ).exists()
+    return (
+        models.JobSlot.select()
+        .where(
+            (models.JobSlot.job == "build-missing")
+            & (models.JobSlot.state == "running")
+        )
+        .exists()
+    )
 
 
 def built_count():
@@ -252,10 +276,15 @@ def test_sigterm_cancels_and_releases(slow_workspace):
     run.send_signal(signal.SIGTERM)
     run.wait(timeout=120)
 
-    status = models.JobStatus.select().where(models.JobStatus.job == "build-missing").get()
+    status = (
+        models.JobStatus.select().where(models.JobStatus.job == "build-missing").get()
+    )
     assert run.returncode == 130
     assert status.state == "cancelled"
-    assert models.JobSlot.select().where(models.JobSlot.job == "build-missing").count() == 0
+    assert (
+        models.JobSlot.select().where(models.JobSlot.job == "build-missing").count()
+        == 0
+    )
     assert [p for p in slow_workspace.cache.rglob("*.damjobs-tmp-*")] == []
 
 
@@ -273,7 +302,10 @@ def test_sigkill_leaves_no_partial_file_and_next_run_finishes(slow_workspace):
     done = slow_workspace.cli("build-missing", "--json")
 
     assert done.returncode == 0, done.stderr
-    assert models.CacheEntry.select().where(models.CacheEntry.state != "built").count() == 0
+    assert (
+        models.CacheEntry.select().where(models.CacheEntry.state != "built").count()
+        == 0
+    )
     assert list(slow_workspace.cache.rglob(".damjobs-tmp-*")) == []
 
 
@@ -284,7 +316,11 @@ def import_one(tmp_path, database_url, photo):
     shutil.copy(photo, source / photo.name)
     definitions = tmp_path / "definitions.toml"
     definitions.write_text(DEFINITIONS)
-    for arguments in (("import", str(source)), ("define", str(definitions)), ("precache",)):
+    for arguments in (
+        ("import", str(source)),
+        ("define", str(definitions)),
+        ("precache",),
+    ):
         assert workspace.cli(*arguments).returncode == 0
 
     return workspace
@@ -296,11 +332,15 @@ def rendered(workspace, output_format):
 
 
 def test_exif_orientation_is_applied(tmp_path, database_url):
-    photo = min((p for p in real_photos() if p.suffix == ".jpg"), key=lambda p: p.stat().st_size)
+    photo = min(
+        (p for p in real_photos() if p.suffix == ".jpg"), key=lambda p: p.stat().st_size
+    )
     rotated = tmp_path / "rotated.jpg"
     with Image.open(photo) as original:
         exif = original.getexif()
-        exif[0x0112] = 6  # EXIF Orientation: the stored image must be turned 90 degrees clockwise
+        exif[0x0112] = (
+            6  # EXIF Orientation: the stored image must be turned 90 degrees clockwise
+        )
         original.save(rotated, quality=92, exif=exif)
     workspace = import_one(tmp_path, database_url, rotated)
 

@@ -65,10 +65,17 @@ def test_upgrade_refused_while_job_runs(tmp_path, database_url):
     workspace = make_workspace(tmp_path / "ws", database_url)
     models.SchemaMigration.delete().where(models.SchemaMigration.version > 1).execute()
     status_id = models.JobStatus.insert(
-        job="precache", state="running", trigger="manual", updated_at=db.now(workspace.database)
+        job="precache",
+        state="running",
+        trigger="manual",
+        updated_at=db.now(workspace.database),
     ).execute()
     models.JobSlot.insert(
-        job="precache", state="running", status_id=status_id, host="elsewhere", pid=1,
+        job="precache",
+        state="running",
+        status_id=status_id,
+        host="elsewhere",
+        pid=1,
         updated_at=db.now(workspace.database),
     ).execute()
 
@@ -85,7 +92,9 @@ def test_unknown_option_is_usage_error(tmp_path):
 
 
 def test_invalid_max_runtime_names_value(tmp_path):
-    workspace = make_workspace(tmp_path / "ws", f"sqlite:///{tmp_path / 'ws' / 'dam.db'}")
+    workspace = make_workspace(
+        tmp_path / "ws", f"sqlite:///{tmp_path / 'ws' / 'dam.db'}"
+    )
 
     done = workspace.cli("precache", "--max-runtime", "soon")
 
@@ -106,7 +115,9 @@ def test_enqueue_and_status_json(tmp_path, database_url):
 
 
 def test_enqueue_unknown_job_is_usage_error(tmp_path):
-    workspace = make_workspace(tmp_path / "ws", f"sqlite:///{tmp_path / 'ws' / 'dam.db'}")
+    workspace = make_workspace(
+        tmp_path / "ws", f"sqlite:///{tmp_path / 'ws' / 'dam.db'}"
+    )
 
     done = workspace.cli("enqueue", "defrag")
 
@@ -115,7 +126,9 @@ def test_enqueue_unknown_job_is_usage_error(tmp_path):
 
 
 def test_unexpected_error_hides_traceback_without_verbose(tmp_path):
-    workspace = make_workspace(tmp_path / "ws", f"sqlite:///{tmp_path / 'ws' / 'dam.db'}")
+    workspace = make_workspace(
+        tmp_path / "ws", f"sqlite:///{tmp_path / 'ws' / 'dam.db'}"
+    )
     workspace.database.execute_sql("DROP TABLE cache_entry")
 
     quiet = workspace.cli("entries")
@@ -128,7 +141,9 @@ def test_unexpected_error_hides_traceback_without_verbose(tmp_path):
 
 
 def test_log_file_records_debug(tmp_path):
-    workspace = make_workspace(tmp_path / "ws", f"sqlite:///{tmp_path / 'ws' / 'dam.db'}")
+    workspace = make_workspace(
+        tmp_path / "ws", f"sqlite:///{tmp_path / 'ws' / 'dam.db'}"
+    )
     log_file = tmp_path / "run.log"
 
     done = workspace.cli("-q", "--log-file", str(log_file), "precache")

@@ -35,10 +35,14 @@ def test_crontab_has_valid_schedules():
 
 @pytest.fixture
 def workspace(tmp_path):
-    workspace = make_workspace(tmp_path / "ws", f"sqlite:///{tmp_path / 'ws' / 'dam.db'}")
+    workspace = make_workspace(
+        tmp_path / "ws", f"sqlite:///{tmp_path / 'ws' / 'dam.db'}"
+    )
     source = tmp_path / "photos"
     source.mkdir()
-    photo = min((p for p in real_photos() if p.suffix == ".jpg"), key=lambda p: p.stat().st_size)
+    photo = min(
+        (p for p in real_photos() if p.suffix == ".jpg"), key=lambda p: p.stat().st_size
+    )
     shutil.copy(photo, source / photo.name)
     assert workspace.cli("import", str(source)).returncode == 0
 
@@ -48,14 +52,21 @@ def workspace(tmp_path):
 @pytest.mark.parametrize("command", [command for _times, command in cron_lines()])
 def test_crontab_line_runs_quietly(workspace, tmp_path, command):
     env_file = tmp_path / "env"
-    env_file.write_text("DAMJOBS__DATABASE__PASSWORD=\nexport DAMJOBS__DATABASE__PASSWORD\n")
+    env_file.write_text(
+        "DAMJOBS__DATABASE__PASSWORD=\nexport DAMJOBS__DATABASE__PASSWORD\n"
+    )
     environ = cli_environment()
     environ["DAMJOBS_CONFIG"] = str(workspace.config_path)
     environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environ['PATH']}"
     shell_command = command.replace("/etc/damjobs/env", str(env_file))
 
-    done = subprocess.run(["sh", "-c", shell_command], capture_output=True, text=True,
-                          env=environ, timeout=300)
+    done = subprocess.run(
+        ["sh", "-c", shell_command],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=300,
+    )
 
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""

@@ -50,7 +50,9 @@ def test_newer_schema_is_reported(database_url):
     for migration in migrations.pending(database):
         migrations.apply(database, migration)
     models.SchemaMigration.insert(
-        version=migrations.LATEST_VERSION + 1, name="future", applied_at=db.now(database)
+        version=migrations.LATEST_VERSION + 1,
+        name="future",
+        applied_at=db.now(database),
     ).execute()
 
     with pytest.raises(SchemaOutdatedError) as raised:

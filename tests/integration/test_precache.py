@@ -20,17 +20,31 @@ def add_file(database, path, fmt="jpeg", transformable=True):
     now = db.now(database)
     folder = models.Folder.get_or_none(models.Folder.name == "")
     if folder is None:
-        folder = models.Folder.create(parent=None, name="", created_at=db.server_now(database))
+        folder = models.Folder.create(
+            parent=None, name="", created_at=db.server_now(database)
+        )
     return models.File.insert(
-        folder=folder, name=path, path=path, extension=path.rsplit(".", 1)[-1], format=fmt,
-        media_type="image/jpeg", size_bytes=1, width=100, height=100, checksum="0" * 64,
-        is_transformable=transformable, created_at=now, updated_at=now,
+        folder=folder,
+        name=path,
+        path=path,
+        extension=path.rsplit(".", 1)[-1],
+        format=fmt,
+        media_type="image/jpeg",
+        size_bytes=1,
+        width=100,
+        height=100,
+        checksum="0" * 64,
+        is_transformable=transformable,
+        created_at=now,
+        updated_at=now,
     ).execute()
 
 
 def add_setting(database, name, auto_cache=True, output_format="webp"):
     setting_id = models.PredefinedSetting.insert(
-        name=name, output_format=output_format, auto_cache=auto_cache,
+        name=name,
+        output_format=output_format,
+        auto_cache=auto_cache,
         updated_at=db.now(database),
     ).execute()
     models.SettingStep.insert(
@@ -41,15 +55,25 @@ def add_setting(database, name, auto_cache=True, output_format="webp"):
 
 def add_cropping(database, file_id, name="square", auto_cache=True):
     return models.Cropping.insert(
-        file=file_id, name=name, x=0, y=0, width=10, height=10, auto_cache=auto_cache,
+        file=file_id,
+        name=name,
+        x=0,
+        y=0,
+        width=10,
+        height=10,
+        auto_cache=auto_cache,
         updated_at=db.now(database),
     ).execute()
 
 
 def run_precache(workspace, prune=False, dry_run=False):
     return runner.run_job(
-        JOBS["precache"], workspace.settings, workspace.database,
-        runner.RunOptions(dry_run=dry_run), precache.Options(prune=prune), OutputOptions(),
+        JOBS["precache"],
+        workspace.settings,
+        workspace.database,
+        runner.RunOptions(dry_run=dry_run),
+        precache.Options(prune=prune),
+        OutputOptions(),
     )
 
 
@@ -74,13 +98,15 @@ def test_plans_all_four_parts(workspace):
     summary = run_precache(workspace)
 
     assert summary.exit_code == 0
-    assert keys() == sorted([
-        (photo, 0, 0, "original"),
-        (pdf, 0, 0, "original"),
-        (photo, square, 0, "jpeg"),
-        (photo, 0, thumb, "webp"),
-        (photo, square, thumb, "webp"),
-    ])
+    assert keys() == sorted(
+        [
+            (photo, 0, 0, "original"),
+            (pdf, 0, 0, "original"),
+            (photo, square, 0, "jpeg"),
+            (photo, 0, thumb, "webp"),
+            (photo, square, thumb, "webp"),
+        ]
+    )
 
 
 def test_cropping_of_non_derivable_source_takes_default_format(workspace):
@@ -233,7 +259,9 @@ def test_enqueues_build_missing(workspace):
 
 
 def test_running_build_missing_gets_rerun_request(workspace):
-    claim = runner.claim(workspace.settings, workspace.database, "build-missing", "manual")
+    claim = runner.claim(
+        workspace.settings, workspace.database, "build-missing", "manual"
+    )
 
     run_precache(workspace)
 

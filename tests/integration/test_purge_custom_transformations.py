@@ -10,7 +10,12 @@ from damjobs import cache
 from damjobs.db import models
 from damjobs.jobs import purge_custom_transformations
 from tests.helpers import make_workspace
-from tests.purge_support import add_folder_and_file, run_cli_json, run_in_process, server_now
+from tests.purge_support import (
+    add_folder_and_file,
+    run_cli_json,
+    run_in_process,
+    server_now,
+)
 
 HOUR = datetime.timedelta(hours=1)
 
@@ -20,12 +25,21 @@ def workspace(tmp_path, database_url):
     return make_workspace(tmp_path / "ws", database_url)
 
 
-def add_custom(workspace, last_requested_at, name, file_path="a.jpg", file_age_seconds=7200,
-               state="built"):
+def add_custom(
+    workspace,
+    last_requested_at,
+    name,
+    file_path="a.jpg",
+    file_age_seconds=7200,
+    state="built",
+):
     """Insert a custom transformation with one cache entry and its cached file."""
     file_id = add_folder_and_file(workspace, file_path)
     custom_id = models.CustomTransformation.insert(
-        file=file_id, params="{}", output_format="png", created_at=last_requested_at,
+        file=file_id,
+        params="{}",
+        output_format="png",
+        created_at=last_requested_at,
         last_requested_at=last_requested_at,
     ).execute()
     relative = f"cu/st/{name}.png"
@@ -35,8 +49,13 @@ def add_custom(workspace, last_requested_at, name, file_path="a.jpg", file_age_s
     stamp = time.time() - file_age_seconds
     os.utime(cached, (stamp, stamp))
     models.CacheEntry.insert(
-        file_id=file_id, custom_id=custom_id, output_format="png", state=state,
-        file_version=1, path=relative, planned_at=last_requested_at,
+        file_id=file_id,
+        custom_id=custom_id,
+        output_format="png",
+        state=state,
+        file_version=1,
+        path=relative,
+        planned_at=last_requested_at,
     ).execute()
     return custom_id
 
@@ -64,8 +83,12 @@ def test_grace_boundary_and_permanent_entries(workspace):
     recent = add_custom(workspace, now - datetime.timedelta(minutes=59), "recent")
     file_id = add_folder_and_file(workspace)
     models.CacheEntry.insert(
-        file_id=file_id, output_format="original", state="built", file_version=1,
-        path="pe/rm/original.jpg", planned_at=now - 48 * HOUR,
+        file_id=file_id,
+        output_format="original",
+        state="built",
+        file_version=1,
+        path="pe/rm/original.jpg",
+        planned_at=now - 48 * HOUR,
     ).execute()
 
     summary = purge(workspace)
@@ -74,7 +97,9 @@ def test_grace_boundary_and_permanent_entries(workspace):
     assert customs() == [recent]
     assert not cached(workspace, "old")
     assert cached(workspace, "recent")
-    assert models.CacheEntry.select().where(models.CacheEntry.custom_id == 0).count() == 1
+    assert (
+        models.CacheEntry.select().where(models.CacheEntry.custom_id == 0).count() == 1
+    )
     assert summary.details["tables"]["custom_transformation"]["deleted"] == 1
     assert summary.details["tables"]["cache_entry"]["deleted"] == 1
     assert summary.details["folders"][str(workspace.cache)]["deleted"] == 1
@@ -117,7 +142,9 @@ def test_file_being_written_is_left(workspace):
 
 
 def test_young_file_is_left(workspace):
-    young = add_custom(workspace, server_now(workspace) - 5 * HOUR, "young", file_age_seconds=60)
+    young = add_custom(
+        workspace, server_now(workspace) - 5 * HOUR, "young", file_age_seconds=60
+    )
 
     summary = purge(workspace)
 
@@ -151,7 +178,9 @@ def test_file_already_gone_is_counted(workspace):
 
 def test_orphan_entries_are_purged(workspace):
     orphan = add_custom(workspace, server_now(workspace) - 5 * HOUR, "orphan")
-    models.CustomTransformation.delete().where(models.CustomTransformation.id == orphan).execute()
+    models.CustomTransformation.delete().where(
+        models.CustomTransformation.id == orphan
+    ).execute()
 
     summary = purge(workspace)
 
@@ -189,9 +218,13 @@ def test_dry_run_changes_nothing(workspace):
 def test_cli_older_than_under_tokyo_time(workspace):
     now = server_now(workspace)
     add_custom(workspace, now - 2 * HOUR - datetime.timedelta(minutes=2), "older")
-    kept = add_custom(workspace, now - 2 * HOUR + datetime.timedelta(minutes=2), "younger")
+    kept = add_custom(
+        workspace, now - 2 * HOUR + datetime.timedelta(minutes=2), "younger"
+    )
 
-    code, summary = run_cli_json(workspace, "purge-custom-transformations", "--older-than", "2h")
+    code, summary = run_cli_json(
+        workspace, "purge-custom-transformations", "--older-than", "2h"
+    )
 
     assert code == 0, summary
     assert customs() == [kept]

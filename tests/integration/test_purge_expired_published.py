@@ -7,7 +7,12 @@ import pytest
 from damjobs.db import models
 from damjobs.jobs import purge_expired_published
 from tests.helpers import make_workspace, with_settings
-from tests.purge_support import add_folder_and_file, run_cli_json, run_in_process, server_now
+from tests.purge_support import (
+    add_folder_and_file,
+    run_cli_json,
+    run_in_process,
+    server_now,
+)
 
 
 @pytest.fixture
@@ -22,7 +27,10 @@ def publish(workspace, path, expires_at, write=True):
         copy.write_bytes(b"published copy")
     file_id = add_folder_and_file(workspace)
     return models.PublishedFile.insert(
-        file=file_id, path=path, published_at=server_now(workspace), expires_at=expires_at
+        file=file_id,
+        path=path,
+        published_at=server_now(workspace),
+        expires_at=expires_at,
     ).execute()
 
 
@@ -36,7 +44,11 @@ def published(workspace, path):
 
 def purge(workspace, settings=None, dry_run=False):
     return run_in_process(
-        workspace, "purge-expired-published", purge_expired_published.Options(), settings, dry_run
+        workspace,
+        "purge-expired-published",
+        purge_expired_published.Options(),
+        settings,
+        dry_run,
     )
 
 
@@ -72,7 +84,12 @@ def test_grace_period_keeps_recent_expiry(workspace):
 
 
 def test_copy_already_gone_is_counted(workspace):
-    publish(workspace, "gone.jpg", server_now(workspace) - datetime.timedelta(days=1), write=False)
+    publish(
+        workspace,
+        "gone.jpg",
+        server_now(workspace) - datetime.timedelta(days=1),
+        write=False,
+    )
 
     summary = purge(workspace)
 
@@ -85,7 +102,12 @@ def test_copy_already_gone_is_counted(workspace):
 def test_path_outside_root_fails_and_keeps_row(workspace):
     outside = workspace.folder / "outside.txt"
     outside.write_bytes(b"not published")
-    publish(workspace, "../outside.txt", server_now(workspace) - datetime.timedelta(days=1), write=False)
+    publish(
+        workspace,
+        "../outside.txt",
+        server_now(workspace) - datetime.timedelta(days=1),
+        write=False,
+    )
 
     summary = purge(workspace)
 
@@ -110,7 +132,9 @@ def test_copy_shared_with_live_row_is_kept(workspace):
 
 
 def test_dry_run_reports_and_changes_nothing(workspace):
-    publish(workspace, "expired.jpg", server_now(workspace) - datetime.timedelta(days=1))
+    publish(
+        workspace, "expired.jpg", server_now(workspace) - datetime.timedelta(days=1)
+    )
 
     summary = purge(workspace, dry_run=True)
 

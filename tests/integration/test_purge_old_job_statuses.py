@@ -23,7 +23,8 @@ def add_status(updated_at, job="precache", state="succeeded"):
 
 def remaining(ids):
     return sorted(
-        status.id for status in models.JobStatus.select().where(models.JobStatus.id.in_(ids))
+        status.id
+        for status in models.JobStatus.select().where(models.JobStatus.id.in_(ids))
     )
 
 
@@ -33,7 +34,9 @@ def test_boundary_of_one_day(workspace):
     younger = add_status(cutoff + datetime.timedelta(seconds=60))
     failed_older = add_status(cutoff - datetime.timedelta(days=3), state="failed")
 
-    summary = run_in_process(workspace, "purge-old-job-statuses", purge_old_job_statuses.Options())
+    summary = run_in_process(
+        workspace, "purge-old-job-statuses", purge_old_job_statuses.Options()
+    )
 
     assert summary.exit_code == 0
     assert remaining([older, younger, failed_older]) == [younger]
@@ -44,10 +47,14 @@ def test_boundary_of_one_day(workspace):
 def test_status_held_by_slot_is_kept_and_skipped(workspace):
     old = server_now(workspace) - datetime.timedelta(days=5)
     held = add_status(old, job="build-missing", state="enqueued")
-    models.JobSlot.insert(job="build-missing", state="enqueued", status_id=held, updated_at=old).execute()
+    models.JobSlot.insert(
+        job="build-missing", state="enqueued", status_id=held, updated_at=old
+    ).execute()
     free = add_status(old)
 
-    summary = run_in_process(workspace, "purge-old-job-statuses", purge_old_job_statuses.Options())
+    summary = run_in_process(
+        workspace, "purge-old-job-statuses", purge_old_job_statuses.Options()
+    )
 
     assert remaining([held, free]) == [held]
     assert summary.skipped == 1

@@ -27,7 +27,8 @@ def workspace(tmp_path, database_url):
 
 def add_logs(database, created_at, count, message="old"):
     rows = [
-        {"created_at": created_at, "level": "info", "message": message} for _ in range(count)
+        {"created_at": created_at, "level": "info", "message": message}
+        for _ in range(count)
     ]
     for start in range(0, len(rows), 1000):
         models.LogItem.insert_many(rows[start : start + 1000]).execute()
@@ -73,7 +74,9 @@ def test_config_age_under_negative_offset_zone(workspace):
     add_logs(workspace.database, cutoff - datetime.timedelta(minutes=2), 1, "older")
     add_logs(workspace.database, cutoff + datetime.timedelta(minutes=2), 1, "younger")
 
-    code, summary = run_cli_json(workspace, "purge-old-logs", zone="America/Los_Angeles")
+    code, summary = run_cli_json(
+        workspace, "purge-old-logs", zone="America/Los_Angeles"
+    )
 
     assert code == 0, summary
     assert messages("older") == 0
@@ -84,7 +87,9 @@ def test_dry_run_counts_and_keeps_rows(workspace):
     now = server_now(workspace)
     add_logs(workspace.database, now - datetime.timedelta(days=40), 6, "older")
 
-    summary = run_in_process(workspace, "purge-old-logs", purge_old_logs.Options(), dry_run=True)
+    summary = run_in_process(
+        workspace, "purge-old-logs", purge_old_logs.Options(), dry_run=True
+    )
 
     assert summary.details["tables"]["log_item"] == {"would_delete": 6}
     assert messages("older") == 6
@@ -97,7 +102,9 @@ def test_small_batches_skip_interleaved_young_rows(workspace):
         add_logs(workspace.database, now - datetime.timedelta(days=1), 4, "younger")
     settings = with_settings(workspace, purge_old_logs__batch_size=7)
 
-    summary = run_in_process(workspace, "purge-old-logs", purge_old_logs.Options(), settings)
+    summary = run_in_process(
+        workspace, "purge-old-logs", purge_old_logs.Options(), settings
+    )
 
     assert summary.exit_code == 0
     assert messages("older") == 0
@@ -132,7 +139,9 @@ def test_purge_while_another_connection_inserts(workspace, database_url):
     thread = threading.Thread(target=write_log_items)
     thread.start()
     try:
-        summary = run_in_process(workspace, "purge-old-logs", purge_old_logs.Options(), settings)
+        summary = run_in_process(
+            workspace, "purge-old-logs", purge_old_logs.Options(), settings
+        )
     finally:
         stop.set()
         thread.join(30)
@@ -175,7 +184,14 @@ def popen_with_env(workspace, overrides, *arguments):
     environment = cli_environment()
     environment.update(overrides)
     return subprocess.Popen(
-        [sys.executable, "-m", "damjobs", "--config", str(workspace.config_path), *arguments],
+        [
+            sys.executable,
+            "-m",
+            "damjobs",
+            "--config",
+            str(workspace.config_path),
+            *arguments,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -215,7 +231,12 @@ def test_batch_retries_after_lock_conflict(workspace, database_url, caplog):
     add_logs(workspace.database, now - datetime.timedelta(days=60), 50, "older")
     settings = with_settings(workspace, purge__lock_wait_timeout_seconds=1)
     context = runner.RunContext(
-        "purge-old-logs", settings, workspace.database, runner.RunOptions(), OutputOptions(), None
+        "purge-old-logs",
+        settings,
+        workspace.database,
+        runner.RunOptions(),
+        OutputOptions(),
+        None,
     )
     locked = threading.Event()
     holder = threading.Thread(target=hold_lock, args=(database_url, locked, 2.5))
@@ -224,7 +245,11 @@ def test_batch_retries_after_lock_conflict(workspace, database_url, caplog):
     try:
         with caplog.at_level(logging.WARNING, logger="damjobs.jobs.purging"):
             purging.delete_rows(
-                context, models.LogItem, models.LogItem.message == "older", 1000, purging.Tally()
+                context,
+                models.LogItem,
+                models.LogItem.message == "older",
+                1000,
+                purging.Tally(),
             )
     finally:
         holder.join(30)

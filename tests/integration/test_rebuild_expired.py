@@ -11,7 +11,12 @@ from damjobs import cache
 from damjobs.db import models
 from damjobs.jobs import build_missing, precache, rebuild_expired
 from tests.helpers import make_workspace, real_photos, with_settings
-from tests.purge_support import add_folder_and_file, run_cli_json, run_in_process, server_now
+from tests.purge_support import (
+    add_folder_and_file,
+    run_cli_json,
+    run_in_process,
+    server_now,
+)
 
 DEFINITIONS = """
 [[setting]]
@@ -37,13 +42,17 @@ def workspace(tmp_path, database_url):
         assert completed.returncode == 0, completed.stderr
     settings = with_settings(workspace, render__workers=2)
     run_in_process(workspace, "precache", precache.Options())
-    built = run_in_process(workspace, "build-missing", build_missing.Options(), settings)
+    built = run_in_process(
+        workspace, "build-missing", build_missing.Options(), settings
+    )
     assert built.exit_code == 0, built.message
     return workspace
 
 
 def expire(entry_ids, when):
-    models.CacheEntry.update(expires_at=when).where(models.CacheEntry.id.in_(entry_ids)).execute()
+    models.CacheEntry.update(expires_at=when).where(
+        models.CacheEntry.id.in_(entry_ids)
+    ).execute()
 
 
 def entries():
@@ -64,7 +73,9 @@ def test_rebuilds_expired_entries_only(workspace):
     (workspace.cache / expired[0].path).unlink()
     settings = with_settings(workspace, render__workers=2)
 
-    summary = run_in_process(workspace, "rebuild-expired", rebuild_expired.Options(), settings)
+    summary = run_in_process(
+        workspace, "rebuild-expired", rebuild_expired.Options(), settings
+    )
 
     assert summary.exit_code == 0, summary.message
     assert summary.details["rebuilt"] == 2
@@ -95,16 +106,31 @@ def test_custom_entries_are_never_rebuilt(workspace):
     now = server_now(workspace)
     file_id = add_folder_and_file(workspace, models.File.get().path)
     custom_id = models.CustomTransformation.insert(
-        file=file_id, params="{}", output_format="png", created_at=now, last_requested_at=now
+        file=file_id,
+        params="{}",
+        output_format="png",
+        created_at=now,
+        last_requested_at=now,
     ).execute()
     models.CacheEntry.insert(
-        file_id=file_id, custom_id=custom_id, output_format="png", state="built",
-        file_version=1, path="cu/st/custom.png", planned_at=now, built_at=now,
+        file_id=file_id,
+        custom_id=custom_id,
+        output_format="png",
+        state="built",
+        file_version=1,
+        path="cu/st/custom.png",
+        planned_at=now,
+        built_at=now,
         expires_at=now - datetime.timedelta(days=1),
     ).execute()
-    expire([entry.id for entry in entries() if entry.custom_id == 0], now + datetime.timedelta(days=1))
+    expire(
+        [entry.id for entry in entries() if entry.custom_id == 0],
+        now + datetime.timedelta(days=1),
+    )
 
-    summary = run_in_process(workspace, "rebuild-expired", rebuild_expired.Options(), dry_run=True)
+    summary = run_in_process(
+        workspace, "rebuild-expired", rebuild_expired.Options(), dry_run=True
+    )
 
     assert summary.details["would_rebuild"] == 0
     assert summary.total == 0

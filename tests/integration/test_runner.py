@@ -104,9 +104,13 @@ def test_same_host_holder_with_lock_blocks(workspace):
 
 def test_manual_start_takes_enqueued_slot(workspace):
     assert runner.enqueue(workspace.database, "build-missing") == "enqueued"
-    enqueued_status = models.JobSlot.get(models.JobSlot.job == "build-missing").status_id
+    enqueued_status = models.JobSlot.get(
+        models.JobSlot.job == "build-missing"
+    ).status_id
 
-    claim = runner.claim(workspace.settings, workspace.database, "build-missing", "manual")
+    claim = runner.claim(
+        workspace.settings, workspace.database, "build-missing", "manual"
+    )
 
     assert claim.status_id == enqueued_status
     assert models.JobStatus.get_by_id(claim.status_id).state == "running"
@@ -121,7 +125,9 @@ def test_enqueue_twice_keeps_one_slot(workspace):
 
 
 def test_enqueue_while_running_reruns_after_release(workspace):
-    claim = runner.claim(workspace.settings, workspace.database, "build-missing", "manual")
+    claim = runner.claim(
+        workspace.settings, workspace.database, "build-missing", "manual"
+    )
 
     assert runner.enqueue(workspace.database, "build-missing") == "rerun requested"
     assert runner.release(workspace.database, claim) is True
@@ -132,10 +138,16 @@ def test_enqueue_while_running_reruns_after_release(workspace):
 
 
 def test_run_job_records_succeeded_status(workspace):
-    definition = runner.JobDefinition("precache", "test job", True, lambda ctx, opts: {"n": 1})
+    definition = runner.JobDefinition(
+        "precache", "test job", True, lambda ctx, opts: {"n": 1}
+    )
 
     summary = runner.run_job(
-        definition, workspace.settings, workspace.database, runner.RunOptions(), None,
+        definition,
+        workspace.settings,
+        workspace.database,
+        runner.RunOptions(),
+        None,
         OutputOptions(),
     )
 
@@ -153,7 +165,11 @@ def test_run_job_failure_marks_status_failed(workspace):
     definition = runner.JobDefinition("precache", "test job", True, explode)
 
     summary = runner.run_job(
-        definition, workspace.settings, workspace.database, runner.RunOptions(), None,
+        definition,
+        workspace.settings,
+        workspace.database,
+        runner.RunOptions(),
+        None,
         OutputOptions(),
     )
 
@@ -173,7 +189,11 @@ def test_item_failures_give_exit_4_and_log_items(workspace):
     definition = runner.JobDefinition("precache", "test job", True, fail_two)
 
     summary = runner.run_job(
-        definition, workspace.settings, workspace.database, runner.RunOptions(), None,
+        definition,
+        workspace.settings,
+        workspace.database,
+        runner.RunOptions(),
+        None,
         OutputOptions(),
     )
 
@@ -195,7 +215,12 @@ def test_log_items_are_capped_per_run(workspace):
     definition = runner.JobDefinition("precache", "test job", True, shout)
 
     summary = runner.run_job(
-        definition, settings, workspace.database, runner.RunOptions(), None, OutputOptions()
+        definition,
+        settings,
+        workspace.database,
+        runner.RunOptions(),
+        None,
+        OutputOptions(),
     )
 
     assert models.LogItem.select().count() == 2
@@ -204,11 +229,17 @@ def test_log_items_are_capped_per_run(workspace):
 
 def test_dry_run_claims_nothing(workspace):
     occupy(workspace.database, "precache", "other-host")
-    definition = runner.JobDefinition("precache", "test job", True, lambda ctx, opts: {})
+    definition = runner.JobDefinition(
+        "precache", "test job", True, lambda ctx, opts: {}
+    )
 
     summary = runner.run_job(
-        definition, workspace.settings, workspace.database, runner.RunOptions(dry_run=True),
-        None, OutputOptions(),
+        definition,
+        workspace.settings,
+        workspace.database,
+        runner.RunOptions(dry_run=True),
+        None,
+        OutputOptions(),
     )
 
     assert summary.exit_code == 0

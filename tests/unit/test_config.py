@@ -80,8 +80,8 @@ def test_password_in_file_is_rejected(tmp_path):
 
 def test_every_problem_reported_at_once(tmp_path):
     text = MINIMAL.replace('url = "sqlite:///dam.db"', 'url = "postgres://x/y"') + (
-        "\n[cache]\nttl_day = 3\ndefault_output_format = \"gif\"\n"
-        "\n[render]\nworkers = \"four\"\n"
+        '\n[cache]\nttl_day = 3\ndefault_output_format = "gif"\n'
+        '\n[render]\nworkers = "four"\n'
     )
 
     with pytest.raises(ConfigError) as raised:
@@ -142,7 +142,9 @@ def test_config_path_order(tmp_path):
     option = tmp_path / "a.toml"
 
     assert config.find_config_path(option, {"DAMJOBS_CONFIG": "/x.toml"}) == option
-    assert config.find_config_path(None, {"DAMJOBS_CONFIG": "/x.toml"}) == Path("/x.toml")
+    assert config.find_config_path(None, {"DAMJOBS_CONFIG": "/x.toml"}) == Path(
+        "/x.toml"
+    )
     assert config.find_config_path(None, {}) == config.DEFAULT_CONFIG_PATH
 
 

@@ -16,15 +16,23 @@ runner = CliRunner()
 
 
 def help_text(*command: str) -> str:
-    result = runner.invoke(app, [*command, "--help"], env={"NO_COLOR": "1", "COLUMNS": "200"})
+    result = runner.invoke(
+        app, [*command, "--help"], env={"NO_COLOR": "1", "COLUMNS": "200"}
+    )
     assert result.exit_code == 0, result.output
     return result.output
 
 
 def crontab_commands() -> list[str]:
     lines = (REPOSITORY / "crontab.example").read_text().splitlines()
-    return [line for line in lines if line and not line.startswith("#") and "damjobs" in line
-            and "=" not in line.split()[0]]
+    return [
+        line
+        for line in lines
+        if line
+        and not line.startswith("#")
+        and "damjobs" in line
+        and "=" not in line.split()[0]
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(JOBS))
@@ -53,8 +61,10 @@ def test_job_has_docs_page(name):
 
 @pytest.mark.parametrize("name", sorted(JOBS))
 def test_crontab_lists_exactly_periodic_jobs(name):
-    scheduled = any(re.search(rf"damjobs .*\b{re.escape(name)}\b", line)
-                    for line in crontab_commands())
+    scheduled = any(
+        re.search(rf"damjobs .*\b{re.escape(name)}\b", line)
+        for line in crontab_commands()
+    )
 
     assert scheduled == JOBS[name].periodic
 
@@ -72,17 +82,21 @@ def test_exit_codes_page_lists_every_code():
     text = (DOCS / "exit-codes.md").read_text()
 
     for code in ExitCode:
-        assert re.search(rf"^\| {code.value} \| {code.name} \|", text, flags=re.MULTILINE), code
+        assert re.search(
+            rf"^\| {code.value} \| {code.name} \|", text, flags=re.MULTILINE
+        ), code
 
 
 def test_configuration_page_lists_every_key():
     text = (DOCS / "configuration.md").read_text()
-    embedded = text.split("<!-- keys:start -->\n", 1)[1].split("<!-- keys:end -->", 1)[0]
+    embedded = text.split("<!-- keys:start -->\n", 1)[1].split("<!-- keys:end -->", 1)[
+        0
+    ]
 
     assert embedded == config.reference_markdown(), (
         "docs/configuration.md is out of date; replace the table between the keys markers "
         "with the output of: python -c 'from damjobs import config; "
-        "print(config.reference_markdown(), end=\"\")'"
+        'print(config.reference_markdown(), end="")\''
     )
 
 
@@ -99,4 +113,3 @@ def test_version_option():
 
     assert result.exit_code == 0
     assert result.output.startswith("damjobs ")
-

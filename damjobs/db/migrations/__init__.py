@@ -18,7 +18,9 @@ from damjobs.errors import RepositoryError, SchemaOutdatedError
 
 logger = logging.getLogger(__name__)
 
-FILE_PATTERN = re.compile(r"(?P<version>\d{4})_(?P<name>\w+)\.(?P<dialect>sqlite|mysql)\.sql")
+FILE_PATTERN = re.compile(
+    r"(?P<version>\d{4})_(?P<name>\w+)\.(?P<dialect>sqlite|mysql)\.sql"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +53,9 @@ def current_version(database: peewee.Database) -> int:
     """Return the highest applied migration, or 0 for a database without damjobs tables."""
     if not database.table_exists(models.SchemaMigration._meta.table_name):
         return 0
-    value = models.SchemaMigration.select(peewee.fn.MAX(models.SchemaMigration.version)).scalar()
+    value = models.SchemaMigration.select(
+        peewee.fn.MAX(models.SchemaMigration.version)
+    ).scalar()
 
     return value or 0
 
@@ -116,6 +120,8 @@ def apply(database: peewee.Database, migration: Migration) -> None:
 
 
 def _strip_comments(statement: str) -> str:
-    lines = [line for line in statement.splitlines() if not line.lstrip().startswith("--")]
+    lines = [
+        line for line in statement.splitlines() if not line.lstrip().startswith("--")
+    ]
 
     return "\n".join(lines).strip()
