@@ -74,10 +74,11 @@ def expected_select(part: str, default_format: str) -> str:
     raise ValueError(f"unknown part {part!r}")
 
 
-def still_expected_sql(default_format: str) -> str:
+def part_expected_sql(part: str, default_format: str) -> str:
     """
-    SQL condition, over `cache_entry e` joined to f, c and s, that is true exactly when
-    the existing permanent entry e is still expected with its current key.
+    SQL condition, over an entry `e` of `part` joined to f, c and s, that is true (1)
+    exactly when the entry is still expected with its current key. It is NULL or 0
+    otherwise.
     """
     crop_format = crop_format_sql(default_format)
     setting_format = f"COALESCE(s.output_format, {crop_format})"
@@ -85,18 +86,16 @@ def still_expected_sql(default_format: str) -> str:
     image_ok = f"{file_ok} AND f.is_transformable = 1"
     crop_ok = "c.id IS NOT NULL AND c.auto_cache = 1 AND c.file_id = e.file_id"
     setting_ok = "s.id IS NOT NULL AND s.auto_cache = 1"
+    conditions = {
+        "original": f"{file_ok} AND e.output_format = 'original'",
+        "cropping": f"{image_ok} AND {crop_ok} AND e.output_format = {crop_format}",
+        "setting": f"{image_ok} AND {setting_ok} AND e.output_format = {setting_format}",
+        "cropping_setting": (
+            f"{image_ok} AND {crop_ok} AND {setting_ok} AND e.output_format = {setting_format}"
+        ),
+    }
 
-    return (
-        "COALESCE(CASE "
-        "WHEN e.cropping_id = 0 AND e.setting_id = 0 "
-        f"THEN {file_ok} AND e.output_format = 'original' "
-        "WHEN e.setting_id = 0 "
-        f"THEN {image_ok} AND {crop_ok} AND e.output_format = {crop_format} "
-        "WHEN e.cropping_id = 0 "
-        f"THEN {image_ok} AND {setting_ok} AND e.output_format = {setting_format} "
-        f"ELSE {image_ok} AND {crop_ok} AND {setting_ok} AND e.output_format = {setting_format} "
-        "END, 0) = 1"
-    )
+    return conditions[part]
 
 
 ENTRY_JOINS = (
@@ -106,76 +105,238 @@ ENTRY_JOINS = (
     "LEFT JOIN predefined_setting s ON s.id = e.setting_id "
 )
 
-VERSION_CHANGED = (
-    "(e.state = 'obsolete' OR e.file_version <> f.version "
-    "OR e.cropping_version <> COALESCE(c.version, 0) "
-    "OR e.setting_version <> COALESCE(s.version, 0))"
-)
-
 
 def new_entries_sql(part: str, default_format: str) -> str:
     """Return a SELECT of the expected entries of `part` that have no row yet."""
+    return f"SELECT x.* {matched_entries_sql(part, default_format)} WHERE e.id IS NULL"
+
+
+def matched_entries_sql(part: str, default_format: str) -> str:
+    """
+    Return a FROM clause that pairs each expected entry of `part` with its row, if any.
+
+    The join uses every column of the unique key, so the database probes that index once
+    per expected entry and reads no table rows.
+    """
     return (
-        f"SELECT * FROM ({expected_select(part, default_format)}) AS x "
-        "WHERE NOT EXISTS (SELECT 1 FROM cache_entry e WHERE e.file_id = x.file_id "
+        f"FROM ({expected_select(part, default_format)}) AS x "
+        "LEFT JOIN cache_entry e ON e.file_id = x.file_id "
         "AND e.cropping_id = x.cropping_id AND e.setting_id = x.setting_id "
-        "AND e.custom_id = 0 AND e.output_format = x.output_format)"
+        "AND e.custom_id = 0 AND e.output_format = x.output_format"
     )
 
 
-def obsolete_ids_sql(default_format: str) -> str:
-    return (
-        f"SELECT e.id {ENTRY_JOINS}"
-        "WHERE e.custom_id = 0 AND e.state <> 'obsolete' "
-        f"AND NOT ({still_expected_sql(default_format)})"
+# The joins each part needs, and its shape written so that no index matches it: nearly
+# every row has custom_id = 0, and most have cropping_id = 0, so reading the rows
+# through one of those indexes is several times slower than scanning the table.
+SURVEY_FROM = {
+    "original": (
+        "FROM cache_entry e LEFT JOIN file f ON f.id = e.file_id "
+        "WHERE e.custom_id + 0 = 0 AND e.cropping_id + 0 = 0 AND e.setting_id + 0 = 0"
+    ),
+    "cropping": (
+        "FROM cache_entry e LEFT JOIN file f ON f.id = e.file_id "
+        "LEFT JOIN cropping c ON c.id = e.cropping_id "
+        "WHERE e.custom_id + 0 = 0 AND e.cropping_id + 0 <> 0 AND e.setting_id + 0 = 0"
+    ),
+    "setting": (
+        "FROM cache_entry e LEFT JOIN file f ON f.id = e.file_id "
+        "LEFT JOIN predefined_setting s ON s.id = e.setting_id "
+        "WHERE e.custom_id + 0 = 0 AND e.cropping_id + 0 = 0 AND e.setting_id + 0 <> 0"
+    ),
+    "cropping_setting": (
+        f"{ENTRY_JOINS}"
+        "WHERE e.custom_id + 0 = 0 AND e.cropping_id + 0 <> 0 AND e.setting_id + 0 <> 0"
+    ),
+}
+
+# Used only together with the part's "still expected" condition, which guarantees
+# that the joined sources exist.
+PART_VERSION_CHANGED = {
+    "original": "(e.state = 'obsolete' OR e.file_version <> f.version)",
+    "cropping": (
+        "(e.state = 'obsolete' OR e.file_version <> f.version "
+        "OR e.cropping_version <> c.version)"
+    ),
+    "setting": (
+        "(e.state = 'obsolete' OR e.file_version <> f.version "
+        "OR e.setting_version <> s.version)"
+    ),
+    "cropping_setting": (
+        "(e.state = 'obsolete' OR e.file_version <> f.version "
+        "OR e.cropping_version <> c.version OR e.setting_version <> s.version)"
+    ),
+}
+
+
+def survey(database: peewee.Database, default_format: str) -> dict[str, dict[str, int]]:
+    """
+    Count what planning would change, per part, reading each permanent entry once.
+
+    One scan of cache_entry per part, joined to the part's sources by primary key,
+    counts the rows that are still expected ("matched"), those of them that need
+    re-planning ("replan") and the live rows that are no longer expected ("stray").
+    Each part's expected total comes from its source tables alone, so "new" is the
+    difference. Versions are stored only in the table rows, not in an index, so an exact
+    check has to read every row, and a scan does that far faster than one index lookup
+    per expected entry.
+    """
+    changes: dict[str, dict[str, int]] = {}
+    for part in PARTS:
+        # Classifying each row once and grouping evaluates the long "still expected"
+        # condition once per row, where one SUM per count would evaluate it three times.
+        expected = f"COALESCE({part_expected_sql(part, default_format)}, 0) = 1"
+        classes = dict(
+            database.execute_sql(
+                f"SELECT CASE WHEN {expected} THEN "
+                f"(CASE WHEN {PART_VERSION_CHANGED[part]} THEN 'replan' ELSE 'current' END) "
+                "WHEN e.state <> 'obsolete' THEN 'stray' ELSE 'obsolete' END AS class, "
+                f"COUNT(*) {SURVEY_FROM[part]} GROUP BY class"
+            ).fetchall()
+        )
+        replan = int(classes.get("replan", 0))
+        matched = int(classes.get("current", 0)) + replan
+        stray = int(classes.get("stray", 0))
+        total = database.execute_sql(
+            f"SELECT COUNT(*) FROM ({expected_select(part, default_format)}) AS x"
+        ).fetchone()[0]
+        changes[part] = {
+            "total": int(total),
+            "matched": int(matched),
+            "replan": int(replan),
+            "stray": int(stray),
+            "new": int(total) - int(matched),
+        }
+
+    return changes
+
+
+def obsolete_ids_sql(default_format: str, parts: tuple[str, ...] = PARTS) -> str:
+    """Return a SELECT of the ids of live permanent entries of `parts` that are no longer
+    expected."""
+    return " UNION ALL ".join(
+        f"SELECT e.id {SURVEY_FROM[part]} AND e.state <> 'obsolete' "
+        f"AND NOT (COALESCE({part_expected_sql(part, default_format)}, 0) = 1)"
+        for part in parts
     )
 
 
-def replan_ids_sql(default_format: str) -> str:
-    return (
-        f"SELECT e.id {ENTRY_JOINS}"
-        f"WHERE e.custom_id = 0 AND {still_expected_sql(default_format)} AND {VERSION_CHANGED}"
+def replan_ids_sql(default_format: str, parts: tuple[str, ...] = PARTS) -> str:
+    """Return a SELECT of the ids of permanent entries of `parts` that are still expected
+    but were planned from other versions or marked obsolete."""
+    return " UNION ALL ".join(
+        f"SELECT e.id {SURVEY_FROM[part]} "
+        f"AND COALESCE({part_expected_sql(part, default_format)}, 0) = 1 "
+        f"AND {PART_VERSION_CHANGED[part]}"
+        for part in parts
     )
 
 
-def count(database: peewee.Database, select_sql: str) -> int:
-    return database.execute_sql(f"SELECT COUNT(*) FROM ({select_sql}) AS counted").fetchone()[0]
+INSERT_COLUMNS = (
+    "INSERT INTO cache_entry (file_id, cropping_id, setting_id, output_format, "
+    "file_version, cropping_version, setting_version, custom_id, state, planned_at) "
+    "SELECT file_id, cropping_id, setting_id, output_format, file_version, "
+    "cropping_version, setting_version, 0, 'expected', "
+)
+
+
+def _is_empty(database: peewee.Database) -> bool:
+    return database.execute_sql("SELECT 1 FROM cache_entry LIMIT 1").fetchone() is None
+
+
+def insert_into_empty_table(
+    database: peewee.Database, default_format: str, now_sql: str
+) -> int:
+    """
+    Plan every part with one INSERT into the empty cache_entry table (MySQL and MariaDB).
+
+    With unique_checks and foreign_key_checks off, MariaDB takes a bulk-load path for an
+    INSERT into an empty InnoDB table. On MariaDB 10.11 that made a first run over 2.16
+    million entries about 30 % faster than one INSERT per part, and the unique key was
+    enforced again afterwards. The expected entries have distinct keys by construction,
+    so the skipped unique check cannot let a duplicate in, and cache_entry has no foreign
+    keys. Return the number of rows inserted.
+    """
+    parts = " UNION ALL ".join(expected_select(part, default_format) for part in PARTS)
+    database.execute_sql("SET SESSION unique_checks = 0, foreign_key_checks = 0")
+    try:
+        with db.translated_errors("planning all cache entries"), database.atomic():
+            return database.execute_sql(
+                f"{INSERT_COLUMNS}{now_sql} FROM ({parts}) AS fresh"
+            ).rowcount
+    finally:
+        database.execute_sql("SET SESSION unique_checks = 1, foreign_key_checks = 1")
 
 
 def plan(context: runner.RunContext) -> dict[str, int]:
-    """Bring the planned entries in line with the definitions; return counts per change."""
+    """
+    Bring the planned entries in line with the definitions; return counts per change.
+
+    `survey` first counts the changes of every part, with one scan of cache_entry per
+    part. Only the statements with work to do run afterwards, each limited to the parts
+    that need it, so a run with nothing changed reads each entry once and writes nothing.
+    """
     database = context.database
     default_format = context.settings["cache.default_output_format"]
     now_sql = db.now(database).sql
-    counts: dict[str, int] = {}
+    with db.translated_errors("comparing planned cache entries with the definitions"):
+        changes = survey(database, default_format)
+    counts: dict[str, int] = {"obsolete": 0, "replanned": 0}
 
-    with db.translated_errors("marking obsolete cache entries"), database.atomic():
-        counts["obsolete"] = database.execute_sql(
-            f"UPDATE cache_entry SET state = 'obsolete' WHERE id IN "
-            f"(SELECT id FROM ({obsolete_ids_sql(default_format)}) AS doomed)"
-        ).rowcount
+    stray_parts = tuple(part for part in PARTS if changes[part]["stray"] > 0)
+    if stray_parts:
+        with db.translated_errors("marking obsolete cache entries"), database.atomic():
+            counts["obsolete"] = database.execute_sql(
+                f"UPDATE cache_entry SET state = 'obsolete' WHERE id IN "
+                f"(SELECT id FROM ({obsolete_ids_sql(default_format, stray_parts)}) AS doomed)"
+            ).rowcount
 
-    with db.translated_errors("re-planning changed cache entries"), database.atomic():
-        counts["replanned"] = database.execute_sql(
-            "UPDATE cache_entry SET state = 'expected', failure = NULL, error = NULL, "
-            f"planned_at = {now_sql}, "
-            "file_version = (SELECT version FROM file WHERE id = cache_entry.file_id), "
-            "cropping_version = COALESCE((SELECT version FROM cropping "
-            "WHERE id = cache_entry.cropping_id), 0), "
-            "setting_version = COALESCE((SELECT version FROM predefined_setting "
-            "WHERE id = cache_entry.setting_id), 0) "
-            f"WHERE id IN (SELECT id FROM ({replan_ids_sql(default_format)}) AS changed)"
-        ).rowcount
+    replan_parts = tuple(part for part in PARTS if changes[part]["replan"] > 0)
+    if replan_parts:
+        with (
+            db.translated_errors("re-planning changed cache entries"),
+            database.atomic(),
+        ):
+            counts["replanned"] = database.execute_sql(
+                "UPDATE cache_entry SET state = 'expected', failure = NULL, error = NULL, "
+                f"planned_at = {now_sql}, "
+                "file_version = (SELECT version FROM file WHERE id = cache_entry.file_id), "
+                "cropping_version = COALESCE((SELECT version FROM cropping "
+                "WHERE id = cache_entry.cropping_id), 0), "
+                "setting_version = COALESCE((SELECT version FROM predefined_setting "
+                "WHERE id = cache_entry.setting_id), 0) "
+                f"WHERE id IN (SELECT id FROM ({replan_ids_sql(default_format, replan_parts)}) "
+                "AS changed)"
+            ).rowcount
+
+    if db.is_mysql(database) and _is_empty(database):
+        inserted = insert_into_empty_table(database, default_format, now_sql)
+        for part in PARTS:
+            counts[f"new_{part}"] = changes[part]["total"]
+        expected = sum(change["total"] for change in changes.values())
+        if inserted != expected:
+            logger.warning(
+                "planned %d entries where the survey counted %d: the definitions changed "
+                "during the run, so the counts per part are approximate",
+                inserted,
+                expected,
+            )
+        return counts
 
     for part in PARTS:
+        counts[f"new_{part}"] = 0
+        if not changes[part]["new"]:
+            continue
+        # When no expected entry of the part has a row, the anti-join would only probe
+        # the unique index in vain. precache is the only writer of permanent entries and
+        # runs once at a time, so no row can appear in between.
+        if changes[part]["new"] == changes[part]["total"]:
+            fresh = expected_select(part, default_format)
+        else:
+            fresh = new_entries_sql(part, default_format)
         with db.translated_errors(f"planning {part} cache entries"), database.atomic():
             counts[f"new_{part}"] = database.execute_sql(
-                "INSERT INTO cache_entry (file_id, cropping_id, setting_id, output_format, "
-                "file_version, cropping_version, setting_version, custom_id, state, "
-                "planned_at) "
-                "SELECT file_id, cropping_id, setting_id, output_format, file_version, "
-                f"cropping_version, setting_version, 0, 'expected', {now_sql} "
-                f"FROM ({new_entries_sql(part, default_format)}) AS fresh"
+                f"{INSERT_COLUMNS}{now_sql} FROM ({fresh}) AS fresh"
             ).rowcount
 
     return counts
@@ -185,12 +346,13 @@ def plan_dry_run(context: runner.RunContext) -> dict[str, int]:
     """Return the counts that `plan` would produce, changing nothing."""
     database = context.database
     default_format = context.settings["cache.default_output_format"]
+    changes = survey(database, default_format)
     counts = {
-        "obsolete": count(database, obsolete_ids_sql(default_format)),
-        "replanned": count(database, replan_ids_sql(default_format)),
+        "obsolete": sum(change["stray"] for change in changes.values()),
+        "replanned": sum(change["replan"] for change in changes.values()),
     }
     for part in PARTS:
-        counts[f"new_{part}"] = count(database, new_entries_sql(part, default_format))
+        counts[f"new_{part}"] = changes[part]["new"]
 
     return counts
 
@@ -203,7 +365,10 @@ def prune(context: runner.RunContext) -> dict[str, int]:
     while not context.stop:
         batch = list(
             models.CacheEntry.select(models.CacheEntry.id, models.CacheEntry.path)
-            .where((models.CacheEntry.state == "obsolete") & (models.CacheEntry.id > last_id))
+            .where(
+                (models.CacheEntry.state == "obsolete")
+                & (models.CacheEntry.id > last_id)
+            )
             .order_by(models.CacheEntry.id)
             .limit(1000)
         )
@@ -218,7 +383,9 @@ def prune(context: runner.RunContext) -> dict[str, int]:
                 doomed.append(entry.id)
             except Exception as error:  # noqa: BLE001 - one bad path must not stop the prune
                 failed += 1
-                logger.error("cannot delete the file of cache entry %d: %s", entry.id, error)
+                logger.error(
+                    "cannot delete the file of cache entry %d: %s", entry.id, error
+                )
         if not context.dry_run and doomed:
             with context.database.atomic():
                 deleted_rows += (
@@ -232,7 +399,11 @@ def prune(context: runner.RunContext) -> dict[str, int]:
         elif context.dry_run:
             deleted_rows += len(doomed)
 
-    return {"pruned_entries": deleted_rows, "pruned_files": deleted_files, "prune_failed": failed}
+    return {
+        "pruned_entries": deleted_rows,
+        "pruned_files": deleted_files,
+        "prune_failed": failed,
+    }
 
 
 def run(context: runner.RunContext, options: Options) -> dict[str, Any]:
@@ -264,4 +435,6 @@ def run(context: runner.RunContext, options: Options) -> dict[str, Any]:
 
 
 def _describe(counts: dict[str, int]) -> str:
-    return ", ".join(f"{value} {name.replace('_', ' ')}" for name, value in counts.items())
+    return ", ".join(
+        f"{value} {name.replace('_', ' ')}" for name, value in counts.items()
+    )
