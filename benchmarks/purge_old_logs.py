@@ -12,7 +12,6 @@ any, is read from DAMJOBS__DATABASE__PASSWORD.
 """
 
 import argparse
-import datetime
 import os
 import sys
 import tempfile
@@ -82,7 +81,9 @@ class Writer(threading.Thread):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", help="mysql:// URL of a database to use; default: start one")
+    parser.add_argument(
+        "--url", help="mysql:// URL of a database to use; default: start one"
+    )
     parser.add_argument("--rows", type=int, default=1_000_000, help="old rows to purge")
     parser.add_argument("--batch-size", type=int, default=10_000, help="rows per batch")
     arguments = parser.parse_args()
@@ -101,7 +102,9 @@ def main() -> int:
             models.LogItem.delete().execute()
             fill_seconds = fill(database, arguments.rows)
             print(f"filled {arguments.rows} old rows in {fill_seconds:.1f} s")
-            settings = with_settings(workspace, purge_old_logs__batch_size=arguments.batch_size)
+            settings = with_settings(
+                workspace, purge_old_logs__batch_size=arguments.batch_size
+            )
             writer = Writer(url, password)
             writer.start()
             time.sleep(0.5)
@@ -119,13 +122,21 @@ def main() -> int:
             writer.stopped.set()
             writer.join(10)
             deleted = summary.details["tables"]["log_item"].get("deleted", 0)
-            left = models.LogItem.select().where(models.LogItem.job == "benchmark").count()
-            print(f"exit code {int(summary.exit_code)}; deleted {deleted} rows, {left} old rows left")
+            left = (
+                models.LogItem.select().where(models.LogItem.job == "benchmark").count()
+            )
+            print(
+                f"exit code {int(summary.exit_code)}; deleted {deleted} rows, {left} old rows left"
+            )
             print(f"purge: {elapsed:.2f} s, {deleted / elapsed:,.0f} rows/s")
-            print(f"slowest batch: {summary.details['slowest_batch_seconds']:.3f} s "
-                  f"(batch size {arguments.batch_size})")
-            print(f"concurrent writer: {writer.inserts} inserts, longest insert "
-                  f"{writer.longest:.3f} s, {len(writer.errors)} errors")
+            print(
+                f"slowest batch: {summary.details['slowest_batch_seconds']:.3f} s "
+                f"(batch size {arguments.batch_size})"
+            )
+            print(
+                f"concurrent writer: {writer.inserts} inserts, longest insert "
+                f"{writer.longest:.3f} s, {len(writer.errors)} errors"
+            )
             for error in writer.errors[:5]:
                 print(f"  writer error: {error}")
             database.close()

@@ -31,6 +31,7 @@ from damjobs.db import migrations  # noqa: E402
 
 FOLDERS = 1000
 TAGS = 200
+ALIAS = "bench-files"
 
 
 def fill_database(url: str, files: int) -> None:
@@ -94,10 +95,11 @@ def write_config(
     values = {
         "url": json.dumps(database_url),
         "hosts": json.dumps(opensearch_url),
-        "alias": json.dumps("bench-files"),
+        "alias": json.dumps(ALIAS),
         "replicas": "0",
         "batch_size": str(args.batch_size),
         "bulk_concurrency": str(args.concurrency),
+        "bulk_max_bytes": str(args.bulk_max_bytes),
     }
     lines = []
     for line in text.splitlines():
@@ -123,8 +125,35 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def run_rebuild(config_path: Path) -> tuple[dict, int, float]:
-    """Run rebuild-index once; return its summary, the peak RSS in KiB and the seconds."""
+def index_settings(client: OpenSearch, alias: str) -> dict[str, tuple[str, str, str]]:
+    """Return (refresh interval, replicas, translog durability) of each index of `alias`."""
+    response = client.indices.get_settings(
+        index=f"{alias}-*",
+        name="index.refresh_interval,index.number_of_replicas,index.translog.durability",
+        include_defaults=True,
+        flat_settings=True,
+        allow_no_indices=True,
+    )
+    found = {}
+    for name, body in response.items():
+        values = {**body.get("defaults", {}), **body.get("settings", {})}
+        found[name] = (
+            values.get("index.refresh_interval", "?"),
+            values.get("index.number_of_replicas", "?"),
+            values.get("index.translog.durability", "?"),
+        )
+
+    return found
+
+
+def run_rebuild(
+    config_path: Path, client: OpenSearch, alias: str
+) -> tuple[dict, int, float, set[tuple[str, str, str]]]:
+    """
+    Run rebuild-index once. Return its summary, the peak RSS in KiB, the seconds and the
+    settings seen on the new index while it loaded, read every 2 s.
+    """
+    before = set(index_settings(client, alias))
     started = time.monotonic()
     process = subprocess.Popen(
         [
@@ -143,14 +172,21 @@ def run_rebuild(config_path: Path) -> tuple[dict, int, float]:
         cwd=REPOSITORY,
     )
     peak = 0
+    load_settings = set()
+    next_check = started + 2.0
     while process.poll() is None:
         peak = max(peak, rss_kib(process.pid))
+        if time.monotonic() >= next_check:
+            next_check += 2.0
+            for name, values in index_settings(client, alias).items():
+                if name not in before:
+                    load_settings.add(values)
         time.sleep(0.1)
     stdout, stderr = process.communicate()
     if process.returncode != 0:
         raise SystemExit(f"rebuild-index exited {process.returncode}:\n{stderr}")
 
-    return json.loads(stdout), peak, time.monotonic() - started
+    return json.loads(stdout), peak, time.monotonic() - started, load_settings
 
 
 class Searcher(threading.Thread):
@@ -195,6 +231,12 @@ def main() -> None:
         "--concurrency", type=int, default=2, help="index.bulk_concurrency"
     )
     parser.add_argument(
+        "--bulk-max-bytes",
+        type=int,
+        default=5 * 1024 * 1024,
+        help="index.bulk_max_bytes",
+    )
+    parser.add_argument(
         "--interval", type=float, default=0.1, help="Seconds between searches."
     )
     args = parser.parse_args()
@@ -226,26 +268,40 @@ def main() -> None:
         )
         with tempfile.TemporaryDirectory(prefix="damjobs-bench-") as folder:
             config_path = write_config(Path(folder), database_url, opensearch_url, args)
-            first, first_peak, first_seconds = run_rebuild(config_path)
-            searcher = Searcher(opensearch_url, "bench-files", args.interval)
+            client = OpenSearch(hosts=[opensearch_url], timeout=30)
+            runs = [
+                (
+                    "first rebuild (creates the alias)",
+                    *run_rebuild(config_path, client, ALIAS),
+                )
+            ]
+            searcher = Searcher(opensearch_url, ALIAS, args.interval)
             searcher.start()
-            second, second_peak, second_seconds = run_rebuild(config_path)
+            runs.append(
+                (
+                    "second rebuild (swaps under searches)",
+                    *run_rebuild(config_path, client, ALIAS),
+                )
+            )
             searcher.stopped.set()
             searcher.join()
+            final_settings = index_settings(client, ALIAS)
     finally:
         for server in reversed(servers):
             server.stop()
 
-    for label, summary, peak, seconds in (
-        ("first rebuild (creates the alias)", first, first_peak, first_seconds),
-        ("second rebuild (swaps under searches)", second, second_peak, second_seconds),
-    ):
+    for label, summary, peak, seconds, load_settings in runs:
         details = summary["details"]
         print(
             f"{label}: {details['documents']} documents, load {details['load_seconds']:.1f} s "
             f"at {details['documents_per_second']:.0f} documents/s, whole run {seconds:.1f} s, "
-            f"client peak RSS {peak / 1024:.0f} MiB"
+            f"client peak RSS {peak / 1024:.0f} MiB, retried 429 {details['retried_429']}"
         )
+        print(
+            "  settings seen while loading (refresh interval, replicas, translog "
+            f"durability): {sorted(load_settings)}"
+        )
+    print(f"settings after the runs: {final_settings}")
     print(
         f"searches during the second rebuild: {searcher.searches}, errors {searcher.errors}, "
         f"empty results {searcher.empty}, slowest {searcher.slowest * 1000:.0f} ms"

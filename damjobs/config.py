@@ -440,7 +440,8 @@ KEYS: tuple[Key, ...] = (
         "batch_size",
         "int",
         1000,
-        "Files read from the database and sent in one bulk request.",
+        "Files read from the database at a time while loading; catch-up passes also send "
+        "this many per bulk request.",
         check=_between(1, 50000),
     ),
     Key(
@@ -450,6 +451,15 @@ KEYS: tuple[Key, ...] = (
         2,
         "Bulk requests in flight at once while loading.",
         check=_between(1, 16),
+    ),
+    Key(
+        "index",
+        "bulk_max_bytes",
+        "int",
+        5 * 1024 * 1024,
+        "Size of one bulk request while loading, in bytes of JSON (counted in characters); "
+        "a larger document goes alone.",
+        check=_between(10_000, 100 * 1024 * 1024),
     ),
     Key(
         "index",

@@ -101,10 +101,12 @@ class IndexAdmin:
         return {indices.META_KEY: mark}
 
     def apply_settings(self, name: str, refresh_interval: str, replicas: int) -> None:
+        """Give `name` its settings for searching, replacing the load settings."""
         body = {
             "index": {
                 "refresh_interval": refresh_interval,
                 "number_of_replicas": replicas,
+                "translog.durability": mapping.DEFAULT_TRANSLOG_DURABILITY,
             }
         }
         with translated_errors(f"changing the settings of {name}"):

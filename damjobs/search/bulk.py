@@ -33,15 +33,35 @@ class Action:
     file_id: int
     document: dict[str, Any] | None  # None deletes
 
-    def lines(self, index: str) -> str:
+    def encode(self, quoted_index: str) -> "EncodedAction":
+        """Return the NDJSON lines of this operation; `quoted_index` is a JSON string."""
+        operation = "delete" if self.document is None else "index"
+        header = f'{{"{operation}": {{"_index": {quoted_index}, "_id": "{self.file_id}"}}}}\n'
         if self.document is None:
-            return (
-                json.dumps({"delete": {"_index": index, "_id": str(self.file_id)}})
-                + "\n"
-            )
-        header = json.dumps({"index": {"_index": index, "_id": str(self.file_id)}})
+            return EncodedAction(self.file_id, True, header)
         body = json.dumps(self.document, ensure_ascii=False, separators=(",", ":"))
-        return f"{header}\n{body}\n"
+
+        return EncodedAction(self.file_id, False, f"{header}{body}\n")
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodedAction:
+    """A bulk operation as the NDJSON text sent to the cluster."""
+
+    file_id: int
+    is_delete: bool
+    text: str
+
+    @property
+    def size(self) -> int:
+        """Length of `text` in characters; the UTF-8 size is larger for non-ASCII text."""
+        return len(self.text)
+
+
+def encode_all(actions: list[Action], index: str) -> list[EncodedAction]:
+    quoted_index = json.dumps(index)
+
+    return [action.encode(quoted_index) for action in actions]
 
 
 @dataclasses.dataclass
@@ -101,11 +121,22 @@ def send(
     Items rejected with 429, and whole requests rejected with 429, are sent again up to
     `max_retries` times. Raise SearchError when a whole request fails otherwise.
     """
+    return send_encoded(client, index, encode_all(actions, index), max_retries, sleep)
+
+
+def send_encoded(
+    client: OpenSearch,
+    index: str,
+    actions: list[EncodedAction],
+    max_retries: int,
+    sleep: Callable[[float], None] = time.sleep,
+) -> BulkOutcome:
+    """Send already encoded `actions`, with the same retries and checks as `send`."""
     outcome = BulkOutcome()
     pending = actions
     attempt = 0
     while pending:
-        body = "".join(action.lines(index) for action in pending)
+        body = "".join(action.text for action in pending)
         try:
             response = client.bulk(body=body)
         except os_errors.TransportError as error:
@@ -128,7 +159,7 @@ def send(
             status = result.get("status", 0)
             if status == 429 and attempt < max_retries:
                 rejected.append(action)
-            elif status >= 300 and not (action.document is None and status == 404):
+            elif status >= 300 and not (action.is_delete and status == 404):
                 outcome.failures.append((action.file_id, item_reason(result)))
             elif result.get("result") == "created":
                 outcome.created += 1
@@ -155,10 +186,15 @@ def send(
 
 class BulkLoader:
     """
-    Send bulk requests from a few threads while the caller reads the next batch.
+    Send bulk requests of about `max_bytes` from a few threads while the caller reads
+    the next batch.
 
-    At most `concurrency` requests are in flight. `submit` waits for the oldest one when
-    all are busy, so at most `concurrency + 1` batches are in memory.
+    Submitted actions are encoded at once and collected until they fill a request of
+    `max_bytes` (counted in characters, see `EncodedAction.size`), so requests keep that
+    size whatever the batch size and document size. A single action larger than
+    `max_bytes` goes alone. At most `concurrency`
+    requests are in flight. `submit` waits for the oldest one when all are busy, so at
+    most `concurrency + 1` requests' worth of encoded text plus one batch are in memory.
     """
 
     def __init__(
@@ -167,50 +203,67 @@ class BulkLoader:
         index: str,
         concurrency: int,
         max_retries: int,
-        on_done: Callable[[list[Action], BulkOutcome], None],
+        on_done: Callable[[int, BulkOutcome], None],
+        max_bytes: int,
     ) -> None:
         self.client = client
         self.index = index
         self.concurrency = concurrency
         self.max_retries = max_retries
         self.on_done = on_done
+        self.max_bytes = max_bytes
+        self._quoted_index = json.dumps(index)
+        self._collected: list[EncodedAction] = []
+        self._collected_bytes = 0
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix="bulk"
         )
-        self._in_flight: list[
-            tuple[list[Action], concurrent.futures.Future[BulkOutcome]]
-        ] = []
+        self._in_flight: list[tuple[int, concurrent.futures.Future[BulkOutcome]]] = []
 
     def submit(self, actions: list[Action]) -> None:
-        if not actions:
-            return
-        while len(self._in_flight) >= self.concurrency:
-            self._finish_oldest()
-        future = self._executor.submit(
-            send, self.client, self.index, actions, self.max_retries
-        )
-        self._in_flight.append((actions, future))
+        """Encode `actions` and send every request of `max_bytes` that they fill."""
+        for action in actions:
+            encoded = action.encode(self._quoted_index)
+            if (
+                self._collected
+                and self._collected_bytes + encoded.size > self.max_bytes
+            ):
+                self._dispatch()
+            self._collected.append(encoded)
+            self._collected_bytes += encoded.size
 
     def drain(self) -> None:
-        """Wait for every request in flight and report its outcome."""
+        """Send what is collected, wait for every request in flight and report it."""
+        if self._collected:
+            self._dispatch()
         while self._in_flight:
             self._finish_oldest()
 
     def close(self) -> None:
         """Wait for the requests in flight without reporting them, then stop the threads."""
-        for _actions, future in self._in_flight:
+        for _count, future in self._in_flight:
             future.cancel()
         self._in_flight.clear()
+        self._collected.clear()
         self._executor.shutdown(wait=True)
 
+    def _dispatch(self) -> None:
+        while len(self._in_flight) >= self.concurrency:
+            self._finish_oldest()
+        request, self._collected, self._collected_bytes = self._collected, [], 0
+        future = self._executor.submit(
+            send_encoded, self.client, self.index, request, self.max_retries
+        )
+        self._in_flight.append((len(request), future))
+
     def _finish_oldest(self) -> None:
-        actions, future = self._in_flight.pop(0)
+        count, future = self._in_flight.pop(0)
         try:
             outcome = future.result()
         except SearchError:
             self.close()
             raise
-        self.on_done(actions, outcome)
+        self.on_done(count, outcome)
 
 
 def describe_failures(failures: list[tuple[int, str]], limit: int = 5) -> str:

@@ -33,6 +33,7 @@ class RebuildSettings:
 
     batch_size: int
     bulk_concurrency: int
+    bulk_max_bytes: int
     max_retries: int
     max_failed_documents: int
     keep_old_indices: int
@@ -145,6 +146,7 @@ class Rebuild:
             self.options.bulk_concurrency,
             self.options.max_retries,
             self._loaded,
+            self.options.bulk_max_bytes,
         )
         try:
             for rows in source.iter_file_id_batches(self.options.batch_size):
@@ -160,10 +162,10 @@ class Rebuild:
         finally:
             loader.close()
 
-    def _loaded(self, actions: list[bulk.Action], outcome: bulk.BulkOutcome) -> None:
+    def _loaded(self, sent: int, outcome: bulk.BulkOutcome) -> None:
         self._record(outcome)
         self.counters.loaded += outcome.indexed
-        self.context.count(processed=len(actions) - len(outcome.failures))
+        self.context.count(processed=sent - len(outcome.failures))
 
     def _record(self, outcome: bulk.BulkOutcome) -> None:
         """Count an outcome and report its failed items; stop when too many failed."""
