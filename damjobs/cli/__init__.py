@@ -186,7 +186,11 @@ def hoist_global_options(arguments: list[str]) -> list[str]:
             rest += arguments[index:]
             break
         name = argument.split("=", 1)[0]
-        if argument in GLOBAL_FLAGS or name in GLOBAL_OPTIONS_WITH_VALUE and "=" in argument:
+        if (
+            argument in GLOBAL_FLAGS
+            or name in GLOBAL_OPTIONS_WITH_VALUE
+            and "=" in argument
+        ):
             front.append(argument)
         elif argument in GLOBAL_OPTIONS_WITH_VALUE and index + 1 < len(arguments):
             front += arguments[index : index + 2]
