@@ -304,13 +304,28 @@ def _holder_message(job: str, slot: models.JobSlot) -> str:
     )
 
 
+def _process_exists(pid: int | None) -> bool:
+    """Return True when a process with this pid runs on this host."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+    return True
+
+
 def _takeover_reason(
     settings: Settings, database: peewee.Database, slot: models.JobSlot
 ) -> str | None:
     if slot.state == "enqueued":
         return "enqueued"
-    if slot.host == HOST:
-        # This process holds the host's file lock, so the holder on this host is gone.
+    if slot.host == HOST and not _process_exists(slot.pid):
+        # The holder ran on this host and its process is gone. A live holder that used
+        # another lock folder is only taken over once its heartbeat is stale.
         return f"its process {slot.pid} on this host has ended"
     stale_after = datetime.timedelta(minutes=settings["jobs.stale_after_minutes"])
     if db.server_now(database) - slot.updated_at > stale_after:
@@ -607,6 +622,9 @@ def _execute(
             summary.details = definition.run(context, job_options) or {}
     except KeyboardInterrupt:
         context.stop.request("interrupted", interrupted=True)
+    except BrokenPipeError:
+        # The reader of stdout went away (`damjobs ... | head`); the CLI ends quietly.
+        raise
     except DamjobsError as error:
         summary.state = "failed"
         summary.exit_code = error.exit_code
@@ -617,7 +635,11 @@ def _execute(
         summary.exit_code = ExitCode.FAILED
         summary.message = f"unexpected error: {type(error).__name__}: {error}"
         logger.critical(
-            "%s failed with an unexpected error", definition.name, exc_info=True
+            "%s failed with an unexpected error: %s: %s",
+            definition.name,
+            type(error).__name__,
+            error,
+            exc_info=context.output.verbosity >= 1,
         )
 
     summary.total = context.total

@@ -8,6 +8,7 @@ exceptions into an error message, a hint and an exit code.
 import dataclasses
 import functools
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -96,7 +97,15 @@ def main_options(
     GLOBAL.output = terminal.OutputOptions(
         verbosity=-1 if quiet else verbose, log_file=log_file
     )
-    terminal.configure_logging(GLOBAL.output)
+    try:
+        terminal.configure_logging(GLOBAL.output)
+    except OSError as error:
+        print(
+            f"damjobs: error: cannot open the log file {log_file}: {error.strerror}",
+            file=sys.stderr,
+        )
+        print("hint: create its folder or change --log-file", file=sys.stderr)
+        raise typer.Exit(ExitCode.USAGE_ERROR) from error
 
 
 def set_json(json_output: bool) -> None:
@@ -107,7 +116,6 @@ def set_json(json_output: bool) -> None:
 
 def load_settings() -> config.Settings:
     """Load the configuration named by the global options and the environment."""
-    import os  # noqa: PLC0415
 
     path = config.find_config_path(GLOBAL.config_path, os.environ)
 
@@ -151,6 +159,11 @@ def boundary(command: F) -> F:
         except KeyboardInterrupt:
             print("damjobs: interrupted", file=sys.stderr)
             code = ExitCode.INTERRUPTED
+        except BrokenPipeError:
+            # The reader of stdout has gone (`damjobs entries | head`): stop quietly, and
+            # point stdout at /dev/null so the interpreter's final flush cannot fail too.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            code = ExitCode.SUCCEEDED
         except Exception as error:  # noqa: BLE001 - the one place that catches everything
             print(
                 f"damjobs: unexpected error: {type(error).__name__}: {error}",

@@ -182,10 +182,12 @@ def run(context: runner.RunContext, options: Options) -> dict[str, Any]:
     cache_root: Path = settings["paths.cache_root"]
     catalog = sources.Catalog(context.database, settings)
     context.set_total(sources.count_entries(context.database, ("expected",)))
+    sources.check_roots(settings, context.database, context.dry_run)
     if context.dry_run:
-        return _list_work(context, iter_work(context, options, catalog, None))
+        listed = sources.list_work(context, iter_work(context, options, catalog, None))
+        logger.info("dry run: would render %d cache entries", listed)
+        return {"would_render": listed}
 
-    cache_root.mkdir(parents=True, exist_ok=True)
     cache.sweep_temp_files(
         cache_root, max(3600.0, 2 * settings["render.timeout_seconds"])
     )
@@ -199,20 +201,3 @@ def run(context: runner.RunContext, options: Options) -> dict[str, Any]:
         "rendered": recorder.rendered,
         "failed_by_class": dict(recorder.failed_by_class),
     }
-
-
-def _list_work(
-    context: runner.RunContext, jobs: Iterator[render_types.SourceJob]
-) -> dict[str, Any]:
-    would_render = 0
-    for job in jobs:
-        for target in [*job.copies, *job.derivatives]:
-            kind = "copy" if isinstance(target, render_types.CopyTarget) else "render"
-            print(
-                f"{kind}\tfile {job.file_id}\tentry {target.entry_id}\t{job.relative_path}"
-                f"\t-> {os.path.relpath(target.target, context.settings['paths.cache_root'])}"
-            )
-            would_render += 1
-    logger.info("dry run: would render %d cache entries", would_render)
-
-    return {"would_render": would_render}

@@ -13,7 +13,6 @@ the summary counts it under `missing_files`.
 
 import dataclasses
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -93,11 +92,14 @@ def run(context: runner.RunContext, options: Options) -> dict[str, Any]:
     context.set_total(sources.count_entries(database, ("built",), expired))
     plan = Plan()
     details: dict[str, Any] = {"expired_before": purging.format_time(now)}
+    sources.check_roots(settings, database, context.dry_run)
     if context.dry_run:
-        listed = _list_work(context, iter_work(context, expired, catalog, None, plan))
+        listed = sources.list_work(
+            context, iter_work(context, expired, catalog, None, plan)
+        )
+        logger.info("dry run: would rebuild %d cache entries", listed)
         return {**details, "would_rebuild": listed, "missing_files": plan.missing_files}
 
-    cache_root.mkdir(parents=True, exist_ok=True)
     cache.sweep_temp_files(
         cache_root, max(3600.0, 2 * settings["render.timeout_seconds"])
     )
@@ -113,22 +115,3 @@ def run(context: runner.RunContext, options: Options) -> dict[str, Any]:
         "missing_files": plan.missing_files,
         "failed_by_class": dict(recorder.failed_by_class),
     }
-
-
-def _list_work(
-    context: runner.RunContext, jobs: Iterator[render_types.SourceJob]
-) -> int:
-    listed = 0
-    cache_root = context.settings["paths.cache_root"]
-    for job in jobs:
-        for target in [*job.copies, *job.derivatives]:
-            kind = "copy" if isinstance(target, render_types.CopyTarget) else "render"
-            if not context.output.json:
-                print(
-                    f"{kind}\tfile {job.file_id}\tentry {target.entry_id}\t{job.relative_path}"
-                    f"\t-> {os.path.relpath(target.target, cache_root)}"
-                )
-            listed += 1
-    logger.info("dry run: would rebuild %d expired cache entries", listed)
-
-    return listed

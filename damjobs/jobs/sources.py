@@ -21,13 +21,15 @@ import peewee
 from damjobs import cache, db, runner
 from damjobs.config import Settings
 from damjobs.db import models
-from damjobs.errors import DefinitionError
+from damjobs.errors import DefinitionError, StorageError
 from damjobs.render import steps
 from damjobs.render import types as render_types
 
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 2000
+TRANSIENT_FAILURES = ("missing",)
+"""Failure classes that leave an entry's state alone, so the next run retries it."""
 SAFE_EXTENSION = re.compile(r"[a-z0-9]{1,10}")
 
 
@@ -343,6 +345,72 @@ def _stoppable(
         render_pool.stop()
 
 
+def check_roots(settings: Settings, database: peewee.Database, dry_run: bool) -> None:
+    """
+    Raise StorageError when the originals root is unusable or the cache root cannot be
+    a folder, before any entry is touched.
+
+    An originals root that is missing, not a folder or empty while the database lists
+    files looks like an unmounted share: rendering then would fail every entry.
+    """
+    originals: Path = settings["paths.originals_root"]
+    if not originals.is_dir():
+        raise StorageError(
+            f"the originals root {originals} is not a folder",
+            hint="mount or create it, or correct paths.originals_root",
+        )
+    with os.scandir(originals) as listing:
+        empty = next(listing, None) is None
+    if empty and models.File.select().exists():
+        raise StorageError(
+            f"the originals root {originals} is empty, but the database lists files",
+            hint="check that the share holding the originals is mounted",
+        )
+    cache_root: Path = settings["paths.cache_root"]
+    if dry_run:
+        return
+    try:
+        cache_root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise StorageError(
+            f"cannot use the cache root {cache_root}: {error.strerror}",
+            hint="make it a writable folder or correct paths.cache_root",
+        ) from error
+
+
+def printable(text: str) -> str:
+    """Return `text` with control characters escaped, so a file name cannot forge lines."""
+    return "".join(
+        char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+        for char in text
+    )
+
+
+def list_work(
+    context: runner.RunContext, jobs: Iterable[render_types.SourceJob]
+) -> int:
+    """
+    Print one line per entry that a dry run would render and return how many there are.
+
+    With --json only the count goes into the summary, so stdout stays one JSON object.
+    """
+    cache_root = context.settings["paths.cache_root"]
+    listed = 0
+    for job in jobs:
+        for target in [*job.copies, *job.derivatives]:
+            listed += 1
+            if context.output.json:
+                continue
+            kind = "copy" if isinstance(target, render_types.CopyTarget) else "render"
+            relative = os.path.relpath(target.target, cache_root)
+            print(
+                f"{kind}\tfile {job.file_id}\tentry {target.entry_id}\t"
+                f"{printable(job.relative_path)}\t-> {relative}"
+            )
+
+    return listed
+
+
 def render_settings(settings: Settings) -> render_types.RenderSettings:
     """Build the renderer's settings from the configuration."""
     group = settings["cache.group"]
@@ -489,8 +557,12 @@ class ResultRecorder:
     def _store_failure(
         self, entry: EntryRow, result: render_types.EntryResult, file_id: int | None
     ) -> None:
+        # A missing original is usually a storage problem (an unmounted share, a file
+        # restored later), so its entries keep their state and the next run tries again;
+        # a built entry keeps serving its old file meanwhile.
+        state = entry.state if result.failure in TRANSIENT_FAILURES else "failed"
         models.CacheEntry.update(
-            state="failed", failure=result.failure, error=result.message[:2000]
+            state=state, failure=result.failure, error=result.message[:2000]
         ).where(_unchanged(entry)).execute()
         self.context.count(processed=1, failed=1)
         self.failed_by_class[result.failure or "render_failed"] += 1

@@ -1,6 +1,8 @@
 """precache and build-missing end to end through the CLI, on real photographs."""
 
 import json
+import subprocess
+import sys
 import shutil
 import signal
 import time
@@ -9,7 +11,7 @@ import pytest
 from PIL import Image
 
 from damjobs.db import models
-from tests.helpers import make_workspace, real_photos
+from tests.helpers import cli_environment, make_workspace, real_photos
 
 DEFINITIONS = """
 [[setting]]
@@ -363,3 +365,59 @@ def test_transparent_png_is_flattened_on_white(tmp_path, database_url):
         corner = square.convert("RGB").getpixel((0, 0))
     assert corner_alpha <= 5
     assert min(corner) >= 250
+
+
+def test_missing_original_is_retried_next_run(tmp_path, database_url):
+    workspace = prepare(tmp_path, database_url, photo_count=2)
+    photo = models.File.get(models.File.format == "jpeg")
+    kept = tmp_path / "kept.jpg"
+    shutil.move(workspace.originals / photo.path, kept)
+
+    first = workspace.cli("build-missing", "--json")
+    shutil.move(kept, workspace.originals / photo.path)
+    second = workspace.cli("build-missing", "--json")
+
+    assert first.returncode == 4
+    assert summary_of(first)["failed"] == 3
+    assert second.returncode == 0
+    assert summary_of(second)["processed"] == 3
+    assert models.CacheEntry.select().where(models.CacheEntry.state != "built").count() == 0
+
+
+def test_empty_originals_root_fails_run_not_entries(tmp_path, database_url):
+    workspace = prepare(tmp_path, database_url, photo_count=1)
+    empty = tmp_path / "unmounted"
+    empty.mkdir()
+
+    done = workspace.cli(
+        "build-missing", env={**cli_environment(), "DAMJOBS__PATHS__ORIGINALS_ROOT": str(empty)}
+    )
+
+    assert done.returncode == 1
+    assert "is empty, but the database lists files" in done.stderr
+    assert models.CacheEntry.select().where(models.CacheEntry.state == "failed").count() == 0
+
+
+def test_dry_run_json_is_one_object(tmp_path, database_url):
+    workspace = prepare(tmp_path, database_url, photo_count=1)
+
+    done = workspace.cli("build-missing", "--dry-run", "--json")
+
+    assert json.loads(done.stdout)["details"]["would_render"] == 3
+
+
+def test_listing_into_closed_pipe_ends_quietly(tmp_path, database_url):
+    workspace = prepare(tmp_path, database_url, photo_count=1)
+    listing = subprocess.Popen(
+        [sys.executable, "-m", "damjobs", "--config", str(workspace.config_path),
+         "build-missing", "--dry-run"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_environment(),
+    )
+    listing.stdout.close()  # the reader is gone before the first line is written
+
+    stderr = listing.stderr.read()
+    listing.wait(timeout=60)
+
+    assert listing.returncode == 0
+    assert "Traceback" not in stderr
+    assert "BrokenPipeError" not in stderr

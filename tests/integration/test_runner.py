@@ -1,6 +1,8 @@
 """Claiming, releasing and enqueueing jobs through the job_slot table."""
 
 import datetime
+import os
+import subprocess
 
 import pytest
 
@@ -16,14 +18,21 @@ def workspace(tmp_path, database_url):
     return make_workspace(tmp_path / "ws", database_url)
 
 
-def occupy(database, job, host, minutes_ago=0, state="running"):
+def ended_pid():
+    """Return the pid of a process that has already ended."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def occupy(database, job, host, minutes_ago=0, state="running", pid=4242):
     """Put a slot held by another host into the table, as that host's runner would."""
     beat = db.server_now(database) - datetime.timedelta(minutes=minutes_ago)
     status_id = models.JobStatus.insert(
-        job=job, state=state, trigger="manual", host=host, pid=4242, updated_at=beat
+        job=job, state=state, trigger="manual", host=host, pid=pid, updated_at=beat
     ).execute()
     models.JobSlot.insert(
-        job=job, state=state, status_id=status_id, host=host, pid=4242, updated_at=beat
+        job=job, state=state, status_id=status_id, host=host, pid=pid, updated_at=beat
     ).execute()
 
     return status_id
@@ -83,12 +92,21 @@ def test_stale_holder_on_other_host_is_taken_over(workspace):
 
 
 def test_dead_holder_on_this_host_is_taken_over_at_once(workspace):
-    old_status = occupy(workspace.database, "precache", runner.HOST)
+    old_status = occupy(workspace.database, "precache", runner.HOST, pid=ended_pid())
 
     claim = runner.claim(workspace.settings, workspace.database, "precache", "manual")
 
     assert models.JobStatus.get_by_id(old_status).state == "failed"
     runner.release(workspace.database, claim)
+
+
+def test_live_holder_on_this_host_with_other_lock_folder_blocks(workspace):
+    occupy(workspace.database, "precache", runner.HOST, pid=os.getpid())
+
+    with pytest.raises(JobAlreadyRunningError) as raised:
+        runner.claim(workspace.settings, workspace.database, "precache", "manual")
+
+    assert f"pid {os.getpid()}" in raised.value.message
 
 
 def test_same_host_holder_with_lock_blocks(workspace):
