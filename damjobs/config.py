@@ -585,14 +585,39 @@ def parse(
         if problem is None and key.check is not None:
             problem = key.check(value)
         if problem is not None:
-            problems.append(f"{origin}: {key.dotted} = {raw!r} {problem}")
+            problems.append(f"{origin}: {key.dotted} = {_masked(raw)!r} {problem}")
         values[key.dotted] = value
 
+    problems += _cross_key_problems(values, path)
     if problems:
         raise ConfigError(problems)
     values["database.url"] = _absolute_sqlite_url(values["database.url"], base)
 
     return Settings(path=path, values=values)
+
+
+def _cross_key_problems(values: Mapping[str, Any], path: Path) -> list[str]:
+    """Check rules that involve more than one key."""
+    heartbeat = values.get("jobs.heartbeat_seconds")
+    stale_after = values.get("jobs.stale_after_minutes")
+    if not isinstance(heartbeat, int) or not isinstance(stale_after, int):
+        return []
+    if heartbeat * 3 > stale_after * 60:
+        return [
+            f"{path}: jobs.heartbeat_seconds = {heartbeat} must be at most a third of "
+            f"jobs.stale_after_minutes = {stale_after} (in seconds), or a live run on "
+            "another host would look dead; lower the first or raise the second"
+        ]
+
+    return []
+
+
+def _masked(raw: Any) -> Any:
+    """Return `raw` with the password of any user:password@ part replaced by ***."""
+    if not isinstance(raw, str):
+        return raw
+
+    return re.sub(r"//([^/@:\s]*):[^/@\s]*@", r"//\1:***@", raw)
 
 
 def _absolute_sqlite_url(url: str, base: Path) -> str:

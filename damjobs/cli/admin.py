@@ -125,6 +125,13 @@ def db_upgrade_command() -> int:
     """
     settings = load_settings()
     database = open_database(settings)
+    version = migrations.current_version(database)
+    if version > migrations.LATEST_VERSION:
+        raise RepositoryError(
+            f"the database schema is at version {version}, newer than version "
+            f"{migrations.LATEST_VERSION} that this damjobs knows",
+            hint="install the damjobs release that upgraded the database",
+        )
     pending = migrations.pending(database)
     if not pending:
         print(f"schema is current (version {migrations.LATEST_VERSION})")
@@ -333,10 +340,10 @@ def import_command(
     counts = content.import_folder(database, settings, source, into)
     print(
         f"imported {source}: {counts.added} added, {counts.updated} updated, "
-        f"{counts.unchanged} unchanged, {counts.skipped} skipped"
+        f"{counts.unchanged} unchanged, {counts.skipped} skipped, {counts.failed} failed"
     )
 
-    return ExitCode.SUCCEEDED
+    return ExitCode.ITEMS_FAILED if counts.failed else ExitCode.SUCCEEDED
 
 
 @app.command("define")

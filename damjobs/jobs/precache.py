@@ -357,6 +357,25 @@ def plan_dry_run(context: runner.RunContext) -> dict[str, int]:
     return counts
 
 
+def _paths_in_use(paths: list[str]) -> set[str]:
+    """Return the paths among `paths` that an entry other than an obsolete one records."""
+    if not paths:
+        return set()
+    query = models.CacheEntry.select(models.CacheEntry.path).where(
+        models.CacheEntry.path.in_(paths) & (models.CacheEntry.state != "obsolete")
+    )
+
+    return {row.path for row in query}
+
+
+def _delete_file(cache_root: Any, relative: str, dry_run: bool) -> bool:
+    """Delete one cached file below the root, or in a dry run only check that it could."""
+    if not dry_run:
+        return cache.delete_inside(cache_root, relative)
+
+    return cache.resolve_inside(cache_root, relative).is_file()
+
+
 def prune(context: runner.RunContext) -> dict[str, int]:
     """Delete obsolete entries and their cached files, in short committed batches."""
     cache_root = context.settings["paths.cache_root"]
@@ -375,11 +394,14 @@ def prune(context: runner.RunContext) -> dict[str, int]:
         if not batch:
             break
         last_id = batch[-1].id
+        in_use = _paths_in_use([entry.path for entry in batch if entry.path])
         doomed = []
         for entry in batch:
             try:
-                if entry.path and not context.dry_run:
-                    deleted_files += cache.delete_inside(cache_root, entry.path)
+                if entry.path and entry.path not in in_use:
+                    deleted_files += _delete_file(
+                        cache_root, entry.path, context.dry_run
+                    )
                 doomed.append(entry.id)
             except Exception as error:  # noqa: BLE001 - one bad path must not stop the prune
                 failed += 1
@@ -418,6 +440,10 @@ def run(context: runner.RunContext, options: Options) -> dict[str, Any]:
 
     if options.prune:
         pruned = prune(context)
+        if context.dry_run:
+            # Planning did not run, so the entries it would make obsolete are not marked
+            # yet; they would be pruned in the same run.
+            pruned["pruned_entries"] += counts.get("obsolete", 0)
         counts.update(pruned)
         context.count(failed=pruned["prune_failed"])
         verb = "would prune" if context.dry_run else "pruned"

@@ -71,21 +71,23 @@ def _worker_main(
 
         render = render_source
 
-    connection.send(("ready", os.getpid()))
-    while True:
-        try:
+    try:
+        connection.send(("ready", os.getpid()))
+        while True:
             job = connection.recv()
-        except EOFError:
-            return
-        if job is None:
-            return
-        try:
-            results = render(job, settings)
-        except Exception as error:
-            # A bug in the renderer: the parent logs it and fails only this job.
-            connection.send(("error", "".join(traceback.format_exception(error))))
-            continue
-        connection.send(("done", results))
+            if job is None:
+                return
+            try:
+                results = render(job, settings)
+            except Exception as error:
+                # A bug in the renderer: the parent logs it and fails only this job.
+                connection.send(("error", "".join(traceback.format_exception(error))))
+                continue
+            connection.send(("done", results))
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        # The parent has gone (killed, or stopped without retiring this worker): the
+        # result has nobody to receive it, so the worker ends quietly.
+        return
 
 
 @dataclasses.dataclass
@@ -350,7 +352,13 @@ class RenderPool:
             name=f"damjobs-render-{number}",
             daemon=True,
         )
-        process.start()
+        # A spawned child inherits an ignored SIGINT, so a Ctrl-C that reaches the whole
+        # process group while the worker is still importing cannot print a traceback.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            process.start()
+        finally:
+            signal.signal(signal.SIGINT, previous)
         child_end.close()
         self._workers.append(
             _Worker(number, process, parent_end, temp_folder, time.monotonic())

@@ -381,7 +381,10 @@ def test_missing_original_is_retried_next_run(tmp_path, database_url):
     assert summary_of(first)["failed"] == 3
     assert second.returncode == 0
     assert summary_of(second)["processed"] == 3
-    assert models.CacheEntry.select().where(models.CacheEntry.state != "built").count() == 0
+    assert (
+        models.CacheEntry.select().where(models.CacheEntry.state != "built").count()
+        == 0
+    )
 
 
 def test_empty_originals_root_fails_run_not_entries(tmp_path, database_url):
@@ -390,12 +393,16 @@ def test_empty_originals_root_fails_run_not_entries(tmp_path, database_url):
     empty.mkdir()
 
     done = workspace.cli(
-        "build-missing", env={**cli_environment(), "DAMJOBS__PATHS__ORIGINALS_ROOT": str(empty)}
+        "build-missing",
+        env={**cli_environment(), "DAMJOBS__PATHS__ORIGINALS_ROOT": str(empty)},
     )
 
     assert done.returncode == 1
     assert "is empty, but the database lists files" in done.stderr
-    assert models.CacheEntry.select().where(models.CacheEntry.state == "failed").count() == 0
+    assert (
+        models.CacheEntry.select().where(models.CacheEntry.state == "failed").count()
+        == 0
+    )
 
 
 def test_dry_run_json_is_one_object(tmp_path, database_url):
@@ -409,9 +416,19 @@ def test_dry_run_json_is_one_object(tmp_path, database_url):
 def test_listing_into_closed_pipe_ends_quietly(tmp_path, database_url):
     workspace = prepare(tmp_path, database_url, photo_count=1)
     listing = subprocess.Popen(
-        [sys.executable, "-m", "damjobs", "--config", str(workspace.config_path),
-         "build-missing", "--dry-run"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_environment(),
+        [
+            sys.executable,
+            "-m",
+            "damjobs",
+            "--config",
+            str(workspace.config_path),
+            "build-missing",
+            "--dry-run",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_environment(),
     )
     listing.stdout.close()  # the reader is gone before the first line is written
 

@@ -269,3 +269,31 @@ def test_running_build_missing_gets_rerun_request(workspace):
     assert slot.state == "running"
     assert slot.rerun_requested
     runner.release(workspace.database, claim)
+
+
+def test_prune_dry_run_counts_entries_planning_would_obsolete(workspace):
+    photo = add_file(workspace.database, "a.jpg")
+    add_setting(workspace.database, "thumb")
+    run_precache(workspace)
+    models.File.delete().where(models.File.id == photo).execute()
+
+    summary = run_precache(workspace, prune=True, dry_run=True)
+
+    assert summary.details["pruned_entries"] == 2
+    assert models.CacheEntry.select().count() == 2
+
+
+def test_prune_keeps_file_another_entry_uses(workspace):
+    first = add_file(workspace.database, "a.jpg")
+    add_file(workspace.database, "b.jpg")
+    run_precache(workspace)
+    shared = workspace.cache / "aa" / "shared.jpg"
+    shared.parent.mkdir(parents=True)
+    shared.write_bytes(b"still served")
+    models.CacheEntry.update(state="built", path="aa/shared.jpg").execute()
+    models.File.delete().where(models.File.id == first).execute()
+
+    summary = run_precache(workspace, prune=True)
+
+    assert summary.details["pruned_entries"] == 1
+    assert shared.exists()

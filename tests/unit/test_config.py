@@ -153,3 +153,27 @@ def test_starter_text_mentions_every_key(tmp_path):
 
     for key in config.KEYS:
         assert key.name in text, key.dotted
+
+
+def test_rejected_url_password_is_masked(tmp_path):
+    text = MINIMAL.replace("sqlite:///dam.db", "mysql://dam:s3cretPW@db:3306/dam")
+
+    with pytest.raises(ConfigError) as raised:
+        config.load(write(tmp_path, text), {})
+
+    assert "s3cretPW" not in raised.value.message
+    assert "mysql://dam:***@db:3306/dam" in raised.value.message
+
+
+def test_heartbeat_must_be_well_below_stale_limit(tmp_path):
+    environ = {
+        "DAMJOBS__JOBS__HEARTBEAT_SECONDS": "3600",
+        "DAMJOBS__JOBS__STALE_AFTER_MINUTES": "1",
+    }
+
+    with pytest.raises(ConfigError) as raised:
+        config.load(write(tmp_path, MINIMAL), environ)
+
+    assert (
+        "jobs.heartbeat_seconds = 3600 must be at most a third" in raised.value.message
+    )
