@@ -34,7 +34,7 @@ class Action:
     document: dict[str, Any] | None  # None deletes
 
     def encode(self, quoted_index: str) -> "EncodedAction":
-        """Return the NDJSON lines of this operation; `quoted_index` is a JSON string."""
+        """Encode this operation as NDJSON lines; `quoted_index` is the JSON-quoted name."""
         operation = "delete" if self.document is None else "index"
         header = f'{{"{operation}": {{"_index": {quoted_index}, "_id": "{self.file_id}"}}}}\n'
         if self.document is None:
@@ -54,7 +54,7 @@ class EncodedAction:
 
     @property
     def size(self) -> int:
-        """Length of `text` in characters; the UTF-8 size is larger for non-ASCII text."""
+        """Length of `text` in characters, which is below its UTF-8 size for non-ASCII text."""
         return len(self.text)
 
 

@@ -91,8 +91,8 @@ def index_body(
 
     The defaults are the load settings: no refresh, no replicas and a translog that is
     written to disk every 5 s instead of before each bulk response. Losing the last
-    seconds in a node crash is harmless during a load: a failed request or the count
-    check then fails the run, and the alias stays on the old index. `meta` goes into the mapping's `_meta`, where
+    seconds in a node crash is harmless during a load, because a failed request or the
+    count check then fails the run and the alias stays on the old index. `meta` goes into the mapping's `_meta`, where
     damjobs marks its own indices.
     """
     return {

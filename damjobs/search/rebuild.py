@@ -1,8 +1,8 @@
 """Rebuild the files index aside and swap the alias to it in one atomic update.
 
-The steps: create a timestamped index with load settings (no refresh, no replicas) and
-stream every file into it in keyset batches. Then restore the settings, index again what
-changed meanwhile, refresh and verify the document count. Finally mark the index complete,
+The steps: create a timestamped index with load settings (no refresh, no replicas,
+asynchronous translog) and stream every file into it in keyset batches. Then restore the
+settings, index again what changed meanwhile, refresh and verify the document count. Finally mark the index complete,
 move the alias, index once more what changed during the swap, and delete old indices.
 
 Until the alias moves, searches keep using the old index. When a step fails, the new index

@@ -1,10 +1,10 @@
 """precache and build-missing end to end through the CLI, on real photographs."""
 
 import json
-import subprocess
-import sys
 import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
