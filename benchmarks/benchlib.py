@@ -1,7 +1,7 @@
 """Helpers shared by the damjobs benchmarks: machine facts, timed runs, RSS, MariaDB.
 
 The benchmarks import this module by putting their own folder on sys.path, so they run
-as plain scripts: `/tmp/venv/bin/python benchmarks/<name>.py`.
+as plain scripts: `.venv/bin/python benchmarks/<name>.py`.
 """
 
 import dataclasses

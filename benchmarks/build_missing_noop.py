@@ -10,7 +10,7 @@ Part 2: RENDER_ENTRIES entries (RENDER_ENTRIES / 5 small JPEG originals x 5 sett
 are rendered by `damjobs build-missing`, while the RSS of its process and of the whole
 process tree (render workers included) is sampled every second.
 
-Usage: /tmp/venv/bin/python benchmarks/build_missing_noop.py [--entries 500000]
+Usage: .venv/bin/python benchmarks/build_missing_noop.py [--entries 500000]
        [--render-entries 20000]
 """
 

@@ -10,7 +10,7 @@ Each precache run is `damjobs precache --json` in its own process. The figures a
 wall time and its peak RSS, which wait4 reports for that process alone, so the memory of
 the database server is not included.
 
-Usage: /tmp/venv/bin/python benchmarks/precache_planning.py [--files 1000000]
+Usage: .venv/bin/python benchmarks/precache_planning.py [--files 1000000]
 """
 
 import argparse

@@ -12,7 +12,7 @@ Every approach renders the same four derivatives of every real photograph, auto-
 (b) a process pool of bare Wand code that decodes each photograph once (with the same
     hint rule) and renders the four derivatives from clones, without a database.
 
-Usage: /tmp/venv/bin/python benchmarks/render_throughput.py [--rounds 3] [--work DIR]
+Usage: .venv/bin/python benchmarks/render_throughput.py [--rounds 3] [--work DIR]
 The photographs come from `bash scripts/fetch-photos`.
 """
 
