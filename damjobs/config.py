@@ -86,7 +86,7 @@ def _group(value: Any) -> str | None:
         grp.getgrnam(value)
     except KeyError:
         return (
-            f'names no group on this host ({value!r}); create it or set the key to ""'
+            'names no group on this host; create the group or set the key to ""'
         )
     return None
 

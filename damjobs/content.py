@@ -43,6 +43,7 @@ class ImportCounts:
     updated: int = 0
     unchanged: int = 0
     skipped: int = 0
+    failed: int = 0
 
 
 def import_folder(
@@ -78,12 +79,26 @@ def import_folder(
     counts = ImportCounts()
     for path in sorted(_regular_files(source, counts)):
         target = destination / path.relative_to(source)
-        if not in_place:
-            _copy_atomically(path, target, originals_root)
         relative = target.relative_to(originals_root).as_posix()
-        outcome = _register(
-            database, originals_root, relative, target, probe.probe_file
-        )
+        try:
+            relative.encode("utf-8")
+        except UnicodeEncodeError:
+            counts.skipped += 1
+            logger.warning(
+                "skipped %r: the file name is not valid UTF-8; rename the file",
+                str(path),
+            )
+            continue
+        try:
+            if not in_place:
+                _copy_atomically(path, target, originals_root)
+            outcome = _register(
+                database, originals_root, relative, target, probe.probe_file
+            )
+        except (OSError, peewee.PeeweeException) as error:
+            counts.failed += 1
+            logger.error("cannot import %r: %s", str(path), error)
+            continue
         setattr(counts, outcome, getattr(counts, outcome) + 1)
         logger.debug("%s %s", outcome, relative)
 
@@ -250,6 +265,10 @@ def load_definitions(database: peewee.Database, path: Path) -> DefinitionCounts:
         _check_cropping(item, number, path, problems)
         for number, item in enumerate(document.get("cropping", []), start=1)
     ]
+    problems += _duplicates(path, "setting", [(s["name"],) for s in settings])
+    problems += _duplicates(
+        path, "cropping", [(c["file"], c["name"]) for c in croppings if c["file"]]
+    )
     if problems:
         raise DefinitionError(
             "invalid definitions:\n"
@@ -265,6 +284,21 @@ def load_definitions(database: peewee.Database, path: Path) -> DefinitionCounts:
             _store_cropping(database, cropping, counts)
 
     return counts
+
+
+def _duplicates(path: Path, table: str, keys: list[tuple[Any, ...]]) -> list[str]:
+    """Return a problem for each key that more than one entry of `table` uses."""
+    seen: set[tuple[Any, ...]] = set()
+    problems = []
+    for key in keys:
+        if key in seen:
+            problems.append(
+                f"{path}: more than one [[{table}]] named {key[-1]!r}; each entry would "
+                "overwrite the one before, so keep one"
+            )
+        seen.add(key)
+
+    return problems
 
 
 def _check_setting(

@@ -78,6 +78,10 @@ def check_config_command() -> int:
     settings = load_settings()
     print(f"configuration: {settings.path}: valid")
     problems = 0
+    url = settings["database.url"]
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        print(f"database: {url}: no such file; run `damjobs db upgrade` to create it")
+        return ExitCode.FAILED
     database = open_database(settings)
     print(f"database: {db.describe_url(settings['database.url'])}: connected")
     version = migrations.current_version(database)
@@ -157,7 +161,7 @@ def db_upgrade_command() -> int:
 @boundary
 def status_command(
     runs: Annotated[
-        int, typer.Option("--runs", help="Finished runs to show per job.")
+        int, typer.Option("--runs", min=0, help="Finished runs to show per job.")
     ] = 3,
     json_output: JsonOutput = False,
 ) -> int:
@@ -385,7 +389,7 @@ def entries_command(
         ),
     ] = None,
     limit: Annotated[
-        int, typer.Option("--limit", help="Maximum number of entries to list.")
+        int, typer.Option("--limit", min=1, help="Maximum number of entries to list.")
     ] = 50,
     json_output: JsonOutput = False,
 ) -> int:

@@ -127,6 +127,7 @@ class RenderPool:
 
     def __enter__(self) -> "RenderPool":
         self.settings.temp_root.mkdir(parents=True, exist_ok=True)
+        _remove_orphaned_folders(self.settings.temp_root)
         return self
 
     def __exit__(
@@ -382,6 +383,24 @@ class RenderPool:
         shutil.rmtree(worker.temp_folder, ignore_errors=True)
         if worker in self._workers:
             self._workers.remove(worker)
+
+
+def _remove_orphaned_folders(temp_root: Path) -> None:
+    """Delete the temporary folders of workers whose parent process has ended.
+
+    Folders are named worker-<parent pid>-<number>; a parent killed with SIGKILL could not
+    remove its own.
+    """
+    for folder in temp_root.glob("worker-*-*"):
+        parent_pid = folder.name.split("-")[1]
+        if not parent_pid.isdigit() or int(parent_pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(parent_pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            continue
 
 
 def _describe_exit(code: int | None) -> str:
