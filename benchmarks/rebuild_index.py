@@ -88,6 +88,38 @@ def fill_database(url: str, files: int) -> None:
     database.close()
 
 
+def wait_for_innodb_background_work(url: str, max_seconds: float = 120.0) -> float:
+    """
+    Wait until InnoDB has written the fill's dirty pages and purged its undo history, or
+    until neither number fell for 10 s, so that the first rebuild does not share the CPU
+    with that work. Return the seconds waited.
+    """
+    database = db.open_database(url)
+    started = time.monotonic()
+    readings: list[tuple[int, int]] = []
+    while time.monotonic() - started < max_seconds:
+        status = dict(
+            database.execute_sql(
+                "SHOW GLOBAL STATUS WHERE Variable_name IN ("
+                "'Innodb_buffer_pool_pages_dirty', 'Innodb_history_list_length')"
+            ).fetchall()
+        )
+        dirty = int(status.get("Innodb_buffer_pool_pages_dirty", 0))
+        history = int(status.get("Innodb_history_list_length", 0))
+        readings.append((dirty, history))
+        if dirty < 100 and history < 1000:
+            break
+        if len(readings) > 5:
+            dirty_fell = min(d for d, _h in readings[-5:]) < readings[-6][0]
+            history_fell = min(h for _d, h in readings[-5:]) < readings[-6][1]
+            if not dirty_fell and not history_fell:
+                break
+        time.sleep(2.0)
+    database.close()
+
+    return time.monotonic() - started
+
+
 def write_config(
     folder: Path, database_url: str, opensearch_url: str, args: argparse.Namespace
 ) -> Path:
@@ -266,6 +298,8 @@ def main() -> None:
             f"filled {args.files} files in {time.monotonic() - started:.1f} s",
             flush=True,
         )
+        waited = wait_for_innodb_background_work(database_url)
+        print(f"waited {waited:.1f} s for InnoDB to flush and purge", flush=True)
         with tempfile.TemporaryDirectory(prefix="damjobs-bench-") as folder:
             config_path = write_config(Path(folder), database_url, opensearch_url, args)
             client = OpenSearch(hosts=[opensearch_url], timeout=30)

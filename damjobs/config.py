@@ -85,9 +85,7 @@ def _group(value: Any) -> str | None:
     try:
         grp.getgrnam(value)
     except KeyError:
-        return (
-            'names no group on this host; create the group or set the key to ""'
-        )
+        return 'names no group on this host; create the group or set the key to ""'
     return None
 
 

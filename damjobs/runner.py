@@ -566,28 +566,33 @@ def run_job(
             definition, settings, database, run_options, job_options, output
         )
 
-    claim_ = claim(settings, database, definition.name, run_options.trigger)
-    context = RunContext(
-        definition.name, settings, database, run_options, output, claim_.status_id
-    )
-    heartbeat = Heartbeat(context, claim_, settings["jobs.heartbeat_seconds"])
-    log_handler = LogItemHandler(context, settings["jobs.max_log_items_per_run"])
-    logging.getLogger().addHandler(log_handler)
-    started = time.monotonic()
-    summary = JobSummary(definition.name, claim_.status_id, "running", 0, False)
-    rerun = False
-    try:
-        heartbeat.start()
-        logger.info("%s started (run %d)", definition.name, claim_.status_id)
-        summary = _execute(definition, context, job_options, summary)
-    finally:
-        heartbeat.stop()
-        logging.getLogger().removeHandler(log_handler)
-        summary.duration_seconds = round(time.monotonic() - started, 3)
-        if log_handler.dropped:
-            summary.details["log_items_not_stored"] = log_handler.dropped
-        _finish_status(database, context, summary)
-        rerun = release(database, claim_)
+    # Signals are handled from before the claim, so a SIGTERM that arrives between the
+    # claim and the job's first step still ends the run as cancelled, never half-claimed.
+    stop = StopRequest(run_options.max_runtime_seconds)
+    with stop_on_signals(stop):
+        claim_ = claim(settings, database, definition.name, run_options.trigger)
+        context = RunContext(
+            definition.name, settings, database, run_options, output, claim_.status_id
+        )
+        context.stop = stop
+        heartbeat = Heartbeat(context, claim_, settings["jobs.heartbeat_seconds"])
+        log_handler = LogItemHandler(context, settings["jobs.max_log_items_per_run"])
+        logging.getLogger().addHandler(log_handler)
+        started = time.monotonic()
+        summary = JobSummary(definition.name, claim_.status_id, "running", 0, False)
+        rerun = False
+        try:
+            heartbeat.start()
+            logger.info("%s started (run %d)", definition.name, claim_.status_id)
+            summary = _execute(definition, context, job_options, summary)
+        finally:
+            heartbeat.stop()
+            logging.getLogger().removeHandler(log_handler)
+            summary.duration_seconds = round(time.monotonic() - started, 3)
+            if log_handler.dropped:
+                summary.details["log_items_not_stored"] = log_handler.dropped
+            _finish_status(database, context, summary)
+            rerun = release(database, claim_)
     if rerun:
         logger.info("%s was asked to run again and is enqueued", definition.name)
 

@@ -79,7 +79,10 @@ def check_config_command() -> int:
     print(f"configuration: {settings.path}: valid")
     problems = 0
     url = settings["database.url"]
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+    if (
+        url.startswith("sqlite:///")
+        and not Path(url.removeprefix("sqlite:///")).is_file()
+    ):
         print(f"database: {url}: no such file; run `damjobs db upgrade` to create it")
         return ExitCode.FAILED
     database = open_database(settings)

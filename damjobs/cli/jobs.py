@@ -122,6 +122,13 @@ def precache_command(
             "--prune", help="Also delete obsolete entries and their cached files."
         ),
     ] = False,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="Plan all entries even when nothing changed since the last plan.",
+        ),
+    ] = False,
     dry_run: DryRun = False,
     max_runtime: MaxRuntime = None,
     json_output: JsonSummary = False,
@@ -132,13 +139,14 @@ def precache_command(
 
     Every original gets an entry; transformable files also get one per AutoCache
     cropping, per AutoCache predefined setting, and per pair of both. Entries that are
-    no longer wanted become obsolete.
+    no longer wanted become obsolete. Planning is skipped when nothing changed since the
+    last plan, unless --full is given.
 
     Example cron line: 0 2 * * * damjobs -q precache
     """
     return run_registered_job(
         "precache",
-        precache.Options(prune=prune),
+        precache.Options(prune=prune, full=full),
         dry_run,
         max_runtime,
         json_output,

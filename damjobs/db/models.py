@@ -262,6 +262,28 @@ class SearchChange(BaseModel):
     changed_at = peewee.DateTimeField(index=True)
 
 
+class PlanChange(BaseModel):
+    """
+    A change to a file, cropping or predefined setting that precache has not planned yet.
+    Database triggers write these rows; precache reads their maximum id and deletes them.
+    """
+
+    id = peewee.BigAutoField()
+    changed_at = peewee.DateTimeField()
+
+
+class PlanState(BaseModel):
+    """
+    The last completed plan of precache: the highest `plan_change` id it covered and the
+    default output format it used. The table has at most one row, with id 1.
+    """
+
+    id = peewee.IntegerField(primary_key=True)
+    last_change_id = peewee.BigIntegerField()
+    default_output_format = peewee.CharField(max_length=16)
+    planned_at = peewee.DateTimeField()
+
+
 class SchemaMigration(BaseModel):
     """One applied migration."""
 
@@ -287,5 +309,7 @@ ALL_MODELS = (
     JobSlot,
     LogItem,
     SearchChange,
+    PlanChange,
+    PlanState,
     SchemaMigration,
 )

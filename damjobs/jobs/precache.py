@@ -4,6 +4,10 @@ The expected entries are, for every file: its original; for transformable files 
 each AutoCache cropping, each AutoCache predefined setting, and each pair of an AutoCache
 cropping with an AutoCache setting. Planning is a handful of set-based statements; no
 Python loop walks the rows.
+
+Triggers log every change to file, cropping and predefined_setting in `plan_change`. A run
+skips planning when no change arrived and the default output format is the same as at the
+last plan, which `plan_state` records.
 """
 
 import dataclasses
@@ -24,6 +28,8 @@ PARTS = ("original", "cropping", "setting", "cropping_setting")
 @dataclasses.dataclass(frozen=True)
 class Options:
     prune: bool = False
+    full: bool = False
+    """Plan even when nothing changed since the last plan."""
 
 
 def crop_format_sql(default_format: str) -> str:
@@ -357,6 +363,105 @@ def plan_dry_run(context: runner.RunContext) -> dict[str, int]:
     return counts
 
 
+PLAN_STATE_ID = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ChangeLog:
+    """The `plan_change` rows visible at one moment: the maximum id (0 if none), count."""
+
+    max_id: int
+    rows: int
+
+
+def read_change_log(database: peewee.Database) -> ChangeLog:
+    max_id, rows = database.execute_sql(
+        "SELECT MAX(id), COUNT(*) FROM plan_change"
+    ).fetchone()
+
+    return ChangeLog(max_id=int(max_id or 0), rows=int(rows))
+
+
+def current_plan(log: ChangeLog, default_format: str) -> models.PlanState | None:
+    """
+    Return the state of the last plan if it is still current, else None.
+
+    The last plan is current when it covered the highest change id in `log`, used
+    `default_format`, and no other change row is left. A plan deletes the rows it covered
+    except the one with the highest id, so any other row is a change that committed after
+    the plan read the log, with a lower id than a change committed before.
+    """
+    state = models.PlanState.get_or_none(models.PlanState.id == PLAN_STATE_ID)
+    if state is None:
+        return None
+    if state.last_change_id != log.max_id:
+        return None
+    if state.default_output_format != default_format:
+        return None
+    if log.rows > (1 if log.max_id else 0):
+        return None
+
+    return state
+
+
+def record_plan(database: peewee.Database, log: ChangeLog, default_format: str) -> None:
+    """
+    Store that a plan covered the changes in `log`, then delete the change rows it covered.
+
+    The row with the highest covered id stays, so the next run finds the same maximum
+    when nothing changed, even on a server that restarts its auto-increment counter at
+    the highest id present. Changes logged while planning ran have higher ids and stay.
+    """
+    with db.translated_errors("recording the completed plan"):
+        models.PlanState.replace(
+            id=PLAN_STATE_ID,
+            last_change_id=log.max_id,
+            default_output_format=default_format,
+            planned_at=db.now(database),
+        ).execute()
+    if log.max_id == 0:
+        return
+
+    try:
+        with database.atomic():
+            deleted = (
+                models.PlanChange.delete()
+                .where(models.PlanChange.id < log.max_id)
+                .execute()
+            )
+    except peewee.OperationalError as error:
+        # The rows that stay only make the next run plan again.
+        logger.warning(
+            "failed to delete the planned changes below id %d, so the next run plans "
+            "again: %s",
+            log.max_id,
+            error,
+        )
+        return
+
+    if deleted > log.rows - 1:
+        # On MySQL and MariaDB a transaction can commit a change with a lower id after
+        # a change with a higher id. Such a change may have missed this plan and its row
+        # is gone now, so a new row makes the next run plan again.
+        logger.warning(
+            "deleted %d planned changes where %d were read before planning; logging a "
+            "change so that the next run plans again",
+            deleted,
+            log.rows - 1,
+        )
+        with db.translated_errors("logging a change for the next plan"):
+            models.PlanChange.insert(changed_at=db.now(database)).execute()
+
+
+def unchanged_counts() -> dict[str, int]:
+    """Return the counts of a run that skipped planning because nothing changed."""
+    counts = {"obsolete": 0, "replanned": 0}
+    for part in PARTS:
+        counts[f"new_{part}"] = 0
+
+    return counts
+
+
 def _paths_in_use(paths: list[str]) -> set[str]:
     """Return the paths among `paths` that an entry other than an obsolete one records."""
     if not paths:
@@ -429,14 +534,34 @@ def prune(context: runner.RunContext) -> dict[str, int]:
 
 
 def run(context: runner.RunContext, options: Options) -> dict[str, Any]:
-    """Plan the cache entries, optionally prune obsolete ones, then enqueue build-missing."""
-    if context.dry_run:
+    """
+    Plan the cache entries unless nothing changed, optionally prune obsolete ones, then
+    enqueue build-missing.
+    """
+    database = context.database
+    default_format = context.settings["cache.default_output_format"]
+    # The log is read before planning, so a change that arrives while planning runs gets
+    # a higher id than the one recorded and makes the next run plan again.
+    with db.translated_errors("reading the plan change log"):
+        log = read_change_log(database)
+        last_plan = None if options.full else current_plan(log, default_format)
+
+    if last_plan is not None:
+        counts = unchanged_counts()
+        logger.info(
+            "nothing changed since the last plan at %s UTC, so planning was skipped: %s",
+            last_plan.planned_at,
+            _describe(counts),
+        )
+    elif context.dry_run:
         counts = plan_dry_run(context)
         logger.info("dry run: would plan %s", _describe(counts))
     else:
         counts = plan(context)
         logger.info("planned %s", _describe(counts))
+        record_plan(database, log, default_format)
     context.count(processed=sum(counts.values()))
+    counts["skipped_unchanged"] = last_plan is not None
 
     if options.prune:
         pruned = prune(context)
