@@ -159,20 +159,12 @@ def iter_work(
         ]
         if not missing:
             continue
-        limit = context.options.limit
-        if limit is not None:
-            room = limit - planned
-            if room <= 0:
-                context.stop.request("--limit reached")
-                return
-            missing = missing[:room]
+        missing = sources.trim_to_limit(context, missing, planned)
+        if not missing:
+            return
         planned += len(missing)
-        job, broken = catalog.source_job(file_row, missing)
-        if recorder is not None:
-            recorder.expect(file_row, missing)
-            if broken:
-                recorder.fail_unrenderable(broken)
-        if job.copies or job.derivatives:
+        job = sources.prepare_job(catalog, recorder, file_row, missing)
+        if job is not None:
             yield job
 
 

@@ -57,23 +57,15 @@ def iter_work(
     ):
         if context.stop:
             return
-        limit = context.options.limit
-        if limit is not None:
-            room = limit - plan.entries
-            if room <= 0:
-                context.stop.request("--limit reached")
-                return
-            entries = entries[:room]
+        entries = sources.trim_to_limit(context, entries, plan.entries)
+        if not entries:
+            return
         plan.entries += len(entries)
         for entry in entries:
             if not entry.path or not cache.file_size(cache_root, entry.path):
                 plan.missing_files += 1
-        job, broken = catalog.source_job(file_row, entries)
-        if recorder is not None:
-            recorder.expect(file_row, entries)
-            if broken:
-                recorder.fail_unrenderable(broken)
-        if job.copies or job.derivatives:
+        job = sources.prepare_job(catalog, recorder, file_row, entries)
+        if job is not None:
             yield job
 
 

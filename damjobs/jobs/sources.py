@@ -345,6 +345,49 @@ def _stoppable(
         render_pool.stop()
 
 
+def trim_to_limit(
+    context: runner.RunContext, entries: list[EntryRow], taken: int
+) -> list[EntryRow]:
+    """
+    Return the part of `entries` that still fits under --limit after `taken` entries.
+
+    When nothing fits, request the run to stop and return an empty list.
+    """
+    limit = context.options.limit
+    if limit is None:
+        return entries
+    room = limit - taken
+    if room <= 0:
+        context.stop.request("--limit reached")
+        return []
+
+    return entries[:room]
+
+
+def prepare_job(
+    catalog: "Catalog",
+    recorder: "ResultRecorder | None",
+    file_row: FileRow,
+    entries: list[EntryRow],
+) -> render_types.SourceJob | None:
+    """
+    Build the render work for one original and register its entries with `recorder`.
+
+    Entries that cannot be described (a deleted cropping, invalid steps) fail at once
+    through `recorder`; a dry run passes no recorder. Return None when nothing is left
+    to render.
+    """
+    job, broken = catalog.source_job(file_row, entries)
+    if recorder is not None:
+        recorder.expect(file_row, entries)
+        if broken:
+            recorder.fail_unrenderable(broken)
+    if job.copies or job.derivatives:
+        return job
+
+    return None
+
+
 def check_roots(settings: Settings, database: peewee.Database, dry_run: bool) -> None:
     """
     Raise StorageError when the originals root is unusable or the cache root cannot be
