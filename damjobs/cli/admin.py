@@ -438,13 +438,17 @@ def entries_command(
     if json_output:
         print(json.dumps(rows))
         return ExitCode.SUCCEEDED
+    from damjobs.jobs.sources import printable  # noqa: PLC0415
+
     for row in rows:
         detail = row["path"] or "-"
         if row["failure"]:
             detail = f"{row['failure']}: {row['error']}"
+        source = printable(row["source"] or "-")
         print(
-            f"{row['id']}\t{row['state']}\t{row['format']}\t{row['source']}\t"
-            f"cropping {row['cropping_id']} setting {row['setting_id']}\t{detail}"
+            f"{row['id']}\t{row['state']}\t{row['format']}\t{source}\t"
+            f"cropping {row['cropping_id']} setting {row['setting_id']}\t"
+            f"{printable(detail)}"
         )
 
     return ExitCode.SUCCEEDED

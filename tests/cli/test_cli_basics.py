@@ -6,7 +6,7 @@ import pymysql
 
 from damjobs import db
 from damjobs.db import models
-from tests.helpers import make_workspace, run_cli
+from tests.helpers import cli_environment, make_workspace, run_cli
 
 
 def test_missing_config_exits_2_with_hint(tmp_path):
@@ -165,3 +165,50 @@ def test_mysql_connection_survives_server_kill(mariadb_url):
     value = database.execute_sql("SELECT 1").fetchone()[0]
 
     assert value == 1
+
+
+def test_upgrade_reports_newer_schema(tmp_path):
+    workspace = make_workspace(
+        tmp_path / "ws", f"sqlite:///{tmp_path / 'ws' / 'dam.db'}"
+    )
+    models.SchemaMigration.insert(
+        version=99, name="future", applied_at=db.now(workspace.database)
+    ).execute()
+
+    done = workspace.cli("db", "upgrade")
+
+    assert done.returncode == 1
+    assert "newer than version" in done.stderr
+
+
+def test_unwritable_log_file_is_usage_error(tmp_path):
+    workspace = make_workspace(
+        tmp_path / "ws", f"sqlite:///{tmp_path / 'ws' / 'dam.db'}"
+    )
+
+    done = workspace.cli("--log-file", str(tmp_path / "absent" / "x.log"), "status")
+
+    assert done.returncode == 2
+    assert "cannot open the log file" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_cache_root_that_is_a_file_fails_cleanly(tmp_path):
+    workspace = make_workspace(
+        tmp_path / "ws", f"sqlite:///{tmp_path / 'ws' / 'dam.db'}"
+    )
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    environ = {**cli_environment(), "DAMJOBS__PATHS__CACHE_ROOT": str(not_a_folder)}
+
+    done = workspace.cli("build-missing", env=environ)
+
+    assert done.returncode == 1
+    assert "cannot use the cache root" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_printable_escapes_control_characters():
+    from damjobs.jobs.sources import printable
+
+    assert printable("evil\nINFO forged\tline") == "evil\\nINFO forged\\tline"
