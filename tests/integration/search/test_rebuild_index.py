@@ -286,7 +286,8 @@ def test_too_many_failures_keep_alias(sqlite_workspace, search_client):
 
 def test_killed_rebuild_then_new_one(sqlite_workspace, search_client):
     folder = add_folder("")
-    add_many_files(folder, 3000)
+    # Enough files that the second rebuild is still loading when it is killed.
+    add_many_files(folder, 20000)
     assert sqlite_workspace.cli("rebuild-index").returncode == 0
     before = alias_targets(search_client, sqlite_workspace.alias)
 
@@ -297,14 +298,13 @@ def test_killed_rebuild_then_new_one(sqlite_workspace, search_client):
         names = search_client.indices.get(index=f"{sqlite_workspace.alias}-*")
         partial = [name for name in names if name not in before]
         time.sleep(0.05)
-    time.sleep(0.5)
     process.kill()
     process.wait(timeout=30)
 
     assert partial, "the second rebuild never created its index"
     assert process.returncode == -9
     assert alias_targets(search_client, sqlite_workspace.alias) == before
-    assert search_client.count(index=sqlite_workspace.alias)["count"] == 3000
+    assert search_client.count(index=sqlite_workspace.alias)["count"] == 20000
 
     result = sqlite_workspace.cli("rebuild-index", "--json")
 
@@ -315,7 +315,7 @@ def test_killed_rebuild_then_new_one(sqlite_workspace, search_client):
     assert alias_targets(search_client, sqlite_workspace.alias) == [
         summary["details"]["index"]
     ]
-    assert search_client.count(index=sqlite_workspace.alias)["count"] == 3000
+    assert search_client.count(index=sqlite_workspace.alias)["count"] == 20000
 
 
 def test_rollback_and_status(sqlite_workspace, search_client):
