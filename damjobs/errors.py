@@ -39,7 +39,7 @@ class DefinitionError(UsageError):
 
 
 class RepositoryError(DamjobsError):
-    """The database failed or holds a schema that this version cannot use."""
+    """The database failed, or its schema does not match this version of damjobs."""
 
 
 class SchemaOutdatedError(RepositoryError):
@@ -55,7 +55,7 @@ class PathOutsideRootError(StorageError):
 
 
 class JobAlreadyRunningError(DamjobsError):
-    """Another process holds the slot of this job."""
+    """Another process has claimed the slot of this job."""
 
     exit_code = ExitCode.ALREADY_RUNNING
 

@@ -29,6 +29,12 @@ MaxRuntime = Annotated[
         show_default=False,
     ),
 ]
+RenderLimit = Annotated[
+    int | None,
+    typer.Option(
+        "--limit", help="Render at most this many entries.", show_default=False
+    ),
+]
 JsonSummary = Annotated[
     bool,
     typer.Option("--json", help="Print the run summary as one JSON object on stdout."),
@@ -163,12 +169,7 @@ def build_missing_command(
             "--retry-failed", help="Also render entries whose last attempt failed."
         ),
     ] = False,
-    limit: Annotated[
-        int | None,
-        typer.Option(
-            "--limit", help="Render at most this many entries.", show_default=False
-        ),
-    ] = None,
+    limit: RenderLimit = None,
     dry_run: DryRun = False,
     max_runtime: MaxRuntime = None,
     json_output: JsonSummary = False,

@@ -10,6 +10,7 @@ from damjobs.cli.jobs import (
     DryRun,
     JsonSummary,
     MaxRuntime,
+    RenderLimit,
     Trigger,
     run_registered_job,
 )
@@ -42,12 +43,7 @@ def parse_age_minutes(text: str | None) -> float | None:
 @app.command("rebuild-expired")
 @boundary
 def rebuild_expired_command(
-    limit: Annotated[
-        int | None,
-        typer.Option(
-            "--limit", help="Render at most this many entries.", show_default=False
-        ),
-    ] = None,
+    limit: RenderLimit = None,
     dry_run: DryRun = False,
     max_runtime: MaxRuntime = None,
     json_output: JsonSummary = False,

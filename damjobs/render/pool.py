@@ -86,7 +86,7 @@ def _worker_main(
             connection.send(("done", results))
     except (EOFError, BrokenPipeError, ConnectionResetError):
         # The parent has gone (killed, or stopped without retiring this worker): the
-        # result has nobody to receive it, so the worker ends quietly.
+        # result cannot be delivered, so the worker ends quietly.
         return
 
 
