@@ -52,11 +52,9 @@ def plan_rebuild(state: AliasState, now: datetime.datetime) -> RebuildPlan:
 
 def sample_document() -> dict[str, Any] | None:
     """Return the document of the file with the lowest id, or None without files."""
-    for rows in source.iter_file_id_batches(1):
-        records = source.load_records(rows, source.FolderTree())
-        return documents.build_document(records[0]) if records else None
+    records = source.read_records_after(0, 1, source.FolderTree())
 
-    return None
+    return documents.build_document(records[0]) if records else None
 
 
 def run(context: runner.RunContext, options: Options) -> dict[str, Any]:

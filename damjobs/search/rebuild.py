@@ -149,10 +149,10 @@ class Rebuild:
             self.options.bulk_max_bytes,
         )
         try:
-            for rows in source.iter_file_id_batches(self.options.batch_size):
+            batches = source.iter_record_batches(self.options.batch_size, self.folders)
+            for records in batches:
                 if self.context.stop:
                     raise RebuildStopped(self.context.stop.reason)
-                records = source.load_records(rows, self.folders)
                 actions = [
                     bulk.Action(record.file.id, documents.build_document(record))
                     for record in records
@@ -219,7 +219,7 @@ class Rebuild:
             logger.info("indexed again the files changed during the swap")
 
     def _index_again(self, file_ids: list[int]) -> None:
-        records = source.load_records(source.read_files(file_ids), self.folders)
+        records = source.read_records(file_ids, self.folders)
         present = {record.file.id for record in records}
         actions = [
             bulk.Action(record.file.id, documents.build_document(record))

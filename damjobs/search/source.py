@@ -1,20 +1,26 @@
 """Read files and their related rows from the database for indexing.
 
-Files are read in keyset batches (`id > last ORDER BY id LIMIT n`) and the related rows
-of a batch are fetched with one query per table, so memory depends on the batch size and
-not on the number of files.
+Files are read in keyset batches (`id > last ORDER BY id LIMIT n`), so memory depends on
+the batch size and not on the number of files. One query returns each file with its
+descriptions, tags, attributes and croppings aggregated into JSON text, because PyMySQL
+decodes one row per file in less time than the ~6 rows per file of one query per table.
 """
 
 import collections
 import datetime
+import json
+import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import peewee
+from peewee import SQL, fn
 
 from damjobs import db
 from damjobs.db import models
 from damjobs.search.documents import CroppingRow, FileRecord, FileRow, ancestor_chain
+
+logger = logging.getLogger(__name__)
 
 FILE_COLUMNS = (
     models.File.id,
@@ -87,39 +93,163 @@ def count_files() -> int:
     return models.File.select().count()
 
 
-def iter_file_id_batches(batch_size: int, after_id: int = 0) -> Iterator[list[FileRow]]:
-    """Yield the `file` rows in id order, `batch_size` at a time."""
-    last_id = after_id
-    while True:
-        query = (
-            models.File.select(*FILE_COLUMNS)
-            .where(models.File.id > last_id)
-            .order_by(models.File.id)
-            .limit(batch_size)
+def _rows_as_json(*columns: Any) -> peewee.Expression:
+    """
+    Aggregate the rows of a correlated subquery into the JSON text `[count, rows]`,
+    where `rows` lists each row as an array of `columns` (or is null when there are none).
+
+    The count lets the reader detect a list that the server cut short. MariaDB cuts
+    JSON_ARRAYAGG at group_concat_max_len bytes and only adds a warning.
+    """
+    if isinstance(models.database_proxy.obj, peewee.SqliteDatabase):
+        return fn.json_array(
+            fn.COUNT(SQL("*")), fn.json_group_array(fn.json_array(*columns))
         )
-        rows = [FileRow(*row) for row in raw_rows(query)]
-        if not rows:
+
+    return fn.JSON_ARRAY(fn.COUNT(SQL("*")), fn.JSON_ARRAYAGG(fn.JSON_ARRAY(*columns)))
+
+
+def _records_query() -> peewee.Select:
+    """Select the `file` columns plus, per file, its related rows as JSON text."""
+    descriptions = models.FileDescription.select(
+        _rows_as_json(models.FileDescription.language, models.FileDescription.text)
+    ).where(models.FileDescription.file == models.File.id)
+    tags = (
+        models.FileTag.select(_rows_as_json(models.Tag.name))
+        .join(models.Tag)
+        .where(models.FileTag.file == models.File.id)
+    )
+    attributes = models.Attribute.select(
+        _rows_as_json(
+            models.Attribute.kind, models.Attribute.name, models.Attribute.value
+        )
+    ).where(models.Attribute.file == models.File.id)
+    croppings = models.Cropping.select(
+        _rows_as_json(
+            models.Cropping.id,
+            models.Cropping.name,
+            models.Cropping.x,
+            models.Cropping.y,
+            models.Cropping.width,
+            models.Cropping.height,
+            models.Cropping.auto_cache,
+        )
+    ).where(models.Cropping.file == models.File.id)
+
+    return models.File.select(*FILE_COLUMNS, descriptions, tags, attributes, croppings)
+
+
+def decode_aggregate(text: str | bytes | None) -> list[list[Any]] | None:
+    """Return the rows of one `[count, rows]` aggregate, or None when some are missing."""
+    if text is None:
+        return None
+    try:
+        count, rows = json.loads(text)
+    except (ValueError, TypeError):
+        return None
+    rows = rows or []
+
+    return rows if len(rows) == count else None
+
+
+def _records_from(rows: list[tuple[Any, ...]], folders: FolderTree) -> list[FileRecord]:
+    """
+    Build the records of rows from `_records_query`. Files whose related rows came back
+    incomplete are read again with one query per table.
+    """
+    width = len(FILE_COLUMNS)
+    files = []
+    related = {}
+    incomplete = []
+    for row in rows:
+        file = FileRow(*row[:width])
+        files.append(file)
+        decoded = [decode_aggregate(text) for text in row[width:]]
+        if any(part is None for part in decoded):
+            incomplete.append(file)
+            continue
+        description_rows, tag_rows, attribute_rows, cropping_rows = decoded
+        related[file.id] = (
+            {language: text for language, text in description_rows},
+            tuple(name for (name,) in tag_rows),
+            tuple((kind, name, value) for kind, name, value in attribute_rows),
+            tuple(CroppingRow(*cropping) for cropping in cropping_rows),
+        )
+    if incomplete:
+        logger.info(
+            "the related rows of %d files were read table by table, because the "
+            "server returned them incomplete in one query",
+            len(incomplete),
+        )
+        reread = {
+            record.file.id: record for record in load_records(incomplete, folders)
+        }
+    else:
+        reread = {}
+    chains = folders.chains({file.folder_id for file in files if file.id in related})
+    records = []
+    for file in files:
+        if file.id in reread:
+            records.append(reread[file.id])
+            continue
+        descriptions, tags, attributes, croppings = related[file.id]
+        records.append(
+            FileRecord(
+                file=file,
+                folder_ancestor_ids=chains.get(file.folder_id, ()),
+                descriptions=descriptions,
+                tags=tags,
+                attributes=attributes,
+                croppings=croppings,
+            )
+        )
+
+    return records
+
+
+def read_records_after(
+    last_id: int, limit: int, folders: FolderTree
+) -> list[FileRecord]:
+    """Return the records of up to `limit` files with ids above `last_id`, in id order."""
+    query = (
+        _records_query()
+        .where(models.File.id > last_id)
+        .order_by(models.File.id)
+        .limit(limit)
+    )
+
+    return _records_from(raw_rows(query), folders)
+
+
+def iter_record_batches(
+    batch_size: int, folders: FolderTree
+) -> Iterator[list[FileRecord]]:
+    """Yield the records of every file in id order, `batch_size` files at a time."""
+    last_id = 0
+    while True:
+        records = read_records_after(last_id, batch_size, folders)
+        if not records:
             return
-        yield rows
-        last_id = rows[-1].id
+        yield records
+        last_id = records[-1].file.id
 
 
-def read_files(file_ids: Iterable[int]) -> list[FileRow]:
-    """Return the `file` rows of `file_ids` that still exist, in id order."""
+def read_records(file_ids: Iterable[int], folders: FolderTree) -> list[FileRecord]:
+    """Return the records of the files of `file_ids` that still exist, in id order."""
     ids = sorted(set(file_ids))
     if not ids:
         return []
-    query = (
-        models.File.select(*FILE_COLUMNS)
-        .where(models.File.id.in_(ids))
-        .order_by(models.File.id)
-    )
+    query = _records_query().where(models.File.id.in_(ids)).order_by(models.File.id)
 
-    return [FileRow(*row) for row in raw_rows(query)]
+    return _records_from(raw_rows(query), folders)
 
 
 def load_records(files: list[FileRow], folders: FolderTree) -> list[FileRecord]:
-    """Return the files with their related rows, read with one query per table."""
+    """
+    Return the files with their related rows, read with one query per table. Slower than
+    `read_records`, which needs one query; used for the files whose related rows that
+    query could not return whole.
+    """
     if not files:
         return []
     ids = [row.id for row in files]

@@ -161,11 +161,11 @@ def test_changes_during_rebuild_are_indexed(workspace, search_client, monkeypatc
     models.File.update(folder=other).where(
         models.File.id == moved_folder_file
     ).execute()
-    original = source.load_records
+    original = source.read_records_after
     calls = []
 
-    def load_and_change(files, folders):
-        calls.append(len(files))
+    def read_and_change(last_id, limit, folders):
+        calls.append(last_id)
         if len(calls) == 3:
             # Files of the first batch are in the new index already by now.
             tag_file(tagged, "changed-meanwhile")
@@ -174,9 +174,9 @@ def test_changes_during_rebuild_are_indexed(workspace, search_client, monkeypatc
                 models.Folder.id == other
             ).execute()
             add_file(folder, "late.jpg")
-        return original(files, folders)
+        return original(last_id, limit, folders)
 
-    monkeypatch.setattr(source, "load_records", load_and_change)
+    monkeypatch.setattr(source, "read_records_after", read_and_change)
 
     summary = rebuild(workspace)
 
