@@ -37,8 +37,9 @@ DEFAULT_USER = "damjobs-opensearch"
 COMPLETE_MARKER = ".damjobs-unpacked"
 
 CLUSTER_NAME = "damjobs-test"
-# A fixed heap keeps the node's memory use predictable next to MariaDB and the tests.
-JAVA_OPTIONS = "-Xms512m -Xmx512m"
+# A fixed heap of 1 GiB keeps the node's memory use predictable next to MariaDB and the
+# tests.
+JAVA_OPTIONS = "-Xms1g -Xmx1g"
 # Generous, because a start took about 5 s in scripts/test on a 2-core, 24 GiB machine
 # with Java 17.
 START_TIMEOUT_SECONDS = 180.0
