@@ -38,6 +38,17 @@ FILE_COLUMNS = (
     models.File.updated_at,
 )
 
+# The columns of a cropping in the order of CroppingRow's fields.
+CROPPING_COLUMNS = (
+    models.Cropping.id,
+    models.Cropping.name,
+    models.Cropping.x,
+    models.Cropping.y,
+    models.Cropping.width,
+    models.Cropping.height,
+    models.Cropping.auto_cache,
+)
+
 # Folder parents cached across batches; the cache is emptied when it grows past this
 # many folders, which bounds memory on a tree of any size.
 MAX_CACHED_FOLDERS = 200_000
@@ -124,17 +135,9 @@ def _records_query() -> peewee.Select:
             models.Attribute.kind, models.Attribute.name, models.Attribute.value
         )
     ).where(models.Attribute.file == models.File.id)
-    croppings = models.Cropping.select(
-        _rows_as_json(
-            models.Cropping.id,
-            models.Cropping.name,
-            models.Cropping.x,
-            models.Cropping.y,
-            models.Cropping.width,
-            models.Cropping.height,
-            models.Cropping.auto_cache,
-        )
-    ).where(models.Cropping.file == models.File.id)
+    croppings = models.Cropping.select(_rows_as_json(*CROPPING_COLUMNS)).where(
+        models.Cropping.file == models.File.id
+    )
 
     return models.File.select(*FILE_COLUMNS, descriptions, tags, attributes, croppings)
 
@@ -293,16 +296,9 @@ def load_records(files: list[FileRow], folders: FolderTree) -> list[FileRecord]:
         attributes[file_id].append((kind, name, value))
 
     croppings: dict[int, list[CroppingRow]] = collections.defaultdict(list)
-    query = models.Cropping.select(
-        models.Cropping.file,
-        models.Cropping.id,
-        models.Cropping.name,
-        models.Cropping.x,
-        models.Cropping.y,
-        models.Cropping.width,
-        models.Cropping.height,
-        models.Cropping.auto_cache,
-    ).where(of_batch(models.Cropping.file))
+    query = models.Cropping.select(models.Cropping.file, *CROPPING_COLUMNS).where(
+        of_batch(models.Cropping.file)
+    )
     for file_id, *cropping in raw_rows(query):
         croppings[file_id].append(CroppingRow(*cropping))
 
