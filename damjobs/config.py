@@ -254,7 +254,8 @@ KEYS: tuple[Key, ...] = (
         "default_background",
         "str",
         "white",
-        "Colour behind transparent pixels in JPEG output and on canvases.",
+        "Colour behind transparent pixels in JPEG output and on canvases; check-config "
+        "and the rendering jobs reject a name that ImageMagick does not know.",
     ),
     Key(
         "render",

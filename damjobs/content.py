@@ -324,6 +324,13 @@ def _check_setting(
     except DefinitionError as error:
         problems.append(f"{where} ({name}): {error.message}")
         parsed = ()
+    for step_number, step in enumerate(parsed, start=1):
+        background = getattr(step, "background", None)
+        if background is not None and not _is_known_colour(background):
+            problems.append(
+                f"{where} ({name}): step {step_number}: background {background!r} "
+                f"is not a colour ImageMagick knows; {steps.COLOUR_HINT}"
+            )
     ttl_days = item.get("ttl_days")
     if ttl_days is not None and (not isinstance(ttl_days, int) or ttl_days < 1):
         problems.append(
@@ -340,6 +347,12 @@ def _check_setting(
         "auto_cache": auto_cache,
         "steps": [steps.step_to_dict(step) for step in parsed],
     }
+
+
+def _is_known_colour(value: str) -> bool:
+    from damjobs.render import wand_setup  # noqa: PLC0415 - loads Wand only when needed
+
+    return wand_setup.is_known_colour(value)
 
 
 def _resolve_resource(step: dict[str, Any], where: str) -> dict[str, Any]:

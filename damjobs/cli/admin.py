@@ -18,6 +18,7 @@ from damjobs.db import migrations, models
 from damjobs.errors import RepositoryError, UsageError
 from damjobs.exit_codes import ExitCode
 from damjobs.jobs import JOBS
+from damjobs.render import steps
 
 logger = logging.getLogger("damjobs.cli")
 
@@ -120,6 +121,17 @@ def check_config_command() -> int:
             else "missing (colour conversion is less exact)"
         )
         print(f"{key}: {settings[key]}: {state}")
+    from damjobs.render import wand_setup  # noqa: PLC0415 - loads Wand only here
+
+    background = settings["render.default_background"]
+    if wand_setup.is_known_colour(background):
+        print(f"render.default_background: {background}: ok")
+    else:
+        problems += 1
+        print(
+            f"render.default_background: {background}: not a colour ImageMagick "
+            f"knows; {steps.COLOUR_HINT}"
+        )
 
     return ExitCode.SUCCEEDED if problems == 0 else ExitCode.FAILED
 

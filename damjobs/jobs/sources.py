@@ -21,7 +21,7 @@ import peewee
 from damjobs import cache, db, runner
 from damjobs.config import Settings
 from damjobs.db import models
-from damjobs.errors import DefinitionError, StorageError
+from damjobs.errors import ConfigError, DefinitionError, StorageError
 from damjobs.render import steps
 from damjobs.render import types as render_types
 
@@ -464,6 +464,17 @@ def render_settings(settings: Settings) -> render_types.RenderSettings:
         gid = grp.getgrnam(group).gr_gid
     workers = settings["render.workers"] or len(os.sched_getaffinity(0))
     cache_root: Path = settings["paths.cache_root"]
+    from damjobs.render import wand_setup  # noqa: PLC0415 - loads Wand only to render
+
+    background = settings["render.default_background"]
+    if not wand_setup.is_known_colour(background):
+        raise ConfigError(
+            [
+                f"render.default_background = {background!r} is not a colour "
+                "ImageMagick knows"
+            ],
+            hint=steps.COLOUR_HINT,
+        )
 
     return render_types.RenderSettings(
         originals_root=settings["paths.originals_root"],

@@ -24,6 +24,8 @@ _COLOUR_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{0,39}")
 _COLOUR_HEX = re.compile(
     r"#(?:[0-9A-Fa-f]{3,4}|[0-9A-Fa-f]{6}|[0-9A-Fa-f]{8}|[0-9A-Fa-f]{12}|[0-9A-Fa-f]{16})"
 )
+# The hint for a colour that ImageMagick does not know.
+COLOUR_HINT = "use a name that `convert -list color` prints, or #rrggbb"
 _COLOUR_FORMS = (
     "a colour name such as 'white', '#rgb', '#rrggbb', '#rrggbbaa' or 'transparent'"
 )

@@ -15,6 +15,7 @@ import ctypes
 import importlib.resources
 import os
 import sys
+import warnings
 
 _POLICY_FOLDER_CONTEXT = contextlib.ExitStack()
 
@@ -60,6 +61,7 @@ __all__ = [
     "apply_profile",
     "has_profile",
     "image_problem",
+    "is_known_colour",
     "read_image",
     "set_image_type",
 ]
@@ -213,3 +215,17 @@ def set_image_type(image: Image, image_type: str) -> None:
     channel JPEG unless that setting is TrueColor.
     """
     library.MagickSetType(image.wand, IMAGE_TYPES.index(image_type))
+
+
+def is_known_colour(value: str) -> bool:
+    """Return True when ImageMagick can parse `value` as a colour, such as 'white'."""
+    with warnings.catch_warnings():
+        # Wand warns about an unknown name before it raises ValueError.
+        warnings.simplefilter("ignore")
+        try:
+            with Color(value):
+                pass
+        except ValueError:
+            return False
+
+    return True

@@ -405,6 +405,22 @@ def test_empty_originals_root_fails_run_not_entries(tmp_path, database_url):
     )
 
 
+def test_unknown_default_background_fails_run_not_entries(tmp_path, database_url):
+    workspace = prepare(tmp_path, database_url, photo_count=1)
+
+    done = workspace.cli(
+        "build-missing",
+        env={**cli_environment(), "DAMJOBS__RENDER__DEFAULT_BACKGROUND": "whit"},
+    )
+
+    assert done.returncode == 2
+    assert "render.default_background = 'whit' is not a colour" in done.stderr
+    assert (
+        models.CacheEntry.select().where(models.CacheEntry.state == "failed").count()
+        == 0
+    )
+
+
 def test_dry_run_json_is_one_object(tmp_path, database_url):
     workspace = prepare(tmp_path, database_url, photo_count=1)
 

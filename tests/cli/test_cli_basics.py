@@ -37,6 +37,23 @@ def test_init_then_check_config_succeeds(tmp_path):
     assert "schema: version" in check.stdout
 
 
+def test_check_config_reports_unknown_colour(tmp_path):
+    run_cli("init", str(tmp_path / "dam"))
+
+    check = run_cli(
+        "--config",
+        str(tmp_path / "dam" / "damjobs.toml"),
+        "check-config",
+        env={
+            **cli_environment(),
+            "DAMJOBS__RENDER__DEFAULT_BACKGROUND": "nosuchcolour",
+        },
+    )
+
+    assert check.returncode == 1
+    assert "render.default_background: nosuchcolour: not a colour" in check.stdout
+
+
 def test_init_refuses_to_overwrite(tmp_path):
     run_cli("init", str(tmp_path / "dam"))
 

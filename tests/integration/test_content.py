@@ -100,6 +100,35 @@ def test_define_lists_every_problem_and_writes_nothing(tmp_path, workspace):
     assert models.PredefinedSetting.select().count() == 0
 
 
+def test_define_rejects_unknown_canvas_colour(tmp_path, workspace):
+    path = write_definitions(
+        tmp_path,
+        '[[setting]]\nname = "boxed"\nsteps = [\n'
+        '  { kind = "resize", width = 10 },\n'
+        '  { kind = "canvas", width = 20, height = 20, background = "whit" },\n]\n',
+    )
+
+    with pytest.raises(DefinitionError) as raised:
+        content.load_definitions(workspace.database, path)
+
+    assert "(boxed): step 2: background 'whit' is not a colour" in raised.value.message
+    assert models.PredefinedSetting.select().count() == 0
+
+
+def test_define_accepts_named_and_hex_colours(tmp_path, workspace):
+    path = write_definitions(
+        tmp_path,
+        '[[setting]]\nname = "grey"\nsteps = [{ kind = "canvas", width = 20, '
+        'height = 20, background = "grey50" }]\n'
+        '[[setting]]\nname = "clear"\nsteps = [{ kind = "canvas", width = 20, '
+        'height = 20, background = "#ff000080" }]\n',
+    )
+
+    content.load_definitions(workspace.database, path)
+
+    assert models.PredefinedSetting.select().count() == 2
+
+
 def test_define_rejects_duplicate_setting_names(tmp_path, workspace):
     path = write_definitions(
         tmp_path,
