@@ -22,17 +22,24 @@ from damjobs.render.types import (
     SourceJob,
 )
 from damjobs.render.wand_setup import (
+    RESOURCE_LIMIT_HINT,
     Color,
     Image,
+    NoReasonError,
     WandException,
     apply_profile,
     has_profile,
     image_problem,
+    is_resource_limit,
+    pixel_cache_bytes,
+    pixel_cache_limits,
     read_image,
     set_image_type,
 )
 
 logger = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
 
 # Wand names of the EXIF orientations 5 to 8, whose display swaps width and height.
 _TRANSPOSED_ORIENTATIONS = frozenset(
@@ -213,6 +220,20 @@ def decode_source(
             data, fmt, first_frame=fmt in _MULTI_FRAME_FORMATS, jpeg_size=hint
         )
     except WandException as error:
+        needed = pixel_cache_bytes(header_width, header_height)
+        memory = pixel_cache_limits()["memory"]
+        if is_resource_limit(error) or (
+            isinstance(error, NoReasonError) and needed > memory
+        ):
+            # Above the memory limit, ImageMagick moves the pixel cache to a mapped or
+            # disk file, and a failure there can come back without a reason.
+            raise EntryFailure(
+                "too_large",
+                f"the {header_width}x{header_height} {fmt} image cannot be decoded: "
+                f"{error}. Its pixel cache of {needed // MIB} MiB is above "
+                f"ImageMagick's memory limit of {memory // MIB} MiB, which is the "
+                f"likely cause: {RESOURCE_LIMIT_HINT}",
+            ) from error
         raise EntryFailure(
             "corrupt", f"the {fmt} data cannot be decoded: {error}"
         ) from error
@@ -388,10 +409,10 @@ def _render_entry(
         message = f"cannot create the folders of {derivative.target}: {error}"
         return _failed(derivative.entry_id, EntryFailure("render_failed", message))
     except WandException as error:
-        return _failed(
-            derivative.entry_id,
-            EntryFailure("render_failed", f"ImageMagick failed: {error}"),
-        )
+        message = f"ImageMagick failed: {error}"
+        if is_resource_limit(error):
+            message += f"; {RESOURCE_LIMIT_HINT}"
+        return _failed(derivative.entry_id, EntryFailure("render_failed", message))
 
     return EntryResult(derivative.entry_id, size, None, "")
 

@@ -49,19 +49,29 @@ if POLICY_FOLDER not in _configured.split(os.pathsep):
 
 from wand.api import libmagick, library  # noqa: E402
 from wand.color import Color  # noqa: E402
-from wand.exceptions import WandException  # noqa: E402
+from wand.exceptions import (  # noqa: E402
+    ResourceLimitError,
+    ResourceLimitFatalError,
+    ResourceLimitWarning,
+    WandException,
+)
 from wand.image import IMAGE_TYPES, Image  # noqa: E402
+from wand.resource import limits as resource_limits  # noqa: E402
 
 __all__ = [
     "POLICY_FOLDER",
     "Color",
     "Image",
     "ImageProblem",
+    "NoReasonError",
     "WandException",
     "apply_profile",
     "has_profile",
     "image_problem",
     "is_known_colour",
+    "is_resource_limit",
+    "pixel_cache_bytes",
+    "pixel_cache_limits",
     "read_image",
     "set_image_type",
 ]
@@ -124,6 +134,10 @@ class ImageProblem:
         return f"ImageProblem({self.severity}, {self.reason!r})"
 
 
+class NoReasonError(WandException):
+    """A MagickWand call failed without setting an exception."""
+
+
 def read_image(
     data: bytes,
     fmt: str,
@@ -149,7 +163,7 @@ def read_image(
         library.MagickSetFilename(image.wand, b"buffer." + coder + suffix)
         if not library.MagickReadImageBlob(image.wand, data, len(data)):
             image.raise_exception()
-            raise WandException(
+            raise NoReasonError(
                 f"ImageMagick could not read the {fmt} data and gave no reason"
             )
     except BaseException:
@@ -229,3 +243,30 @@ def is_known_colour(value: str) -> bool:
             return False
 
     return True
+
+
+# Bytes per pixel in the pixel cache of a Q16 ImageMagick 6 build: four 16-bit channels.
+PIXEL_CACHE_BYTES_PER_PIXEL = 8
+
+# The hint for an image too large for ImageMagick's resource limits.
+RESOURCE_LIMIT_HINT = (
+    "raise the memory, map and disk limits in ImageMagick's policy.xml "
+    "(`identify -list resource` prints them) or lower render.max_pixels"
+)
+
+
+def pixel_cache_bytes(width: int, height: int) -> int:
+    """Return the pixel cache size of one width x height image in a Q16 build."""
+    return width * height * PIXEL_CACHE_BYTES_PER_PIXEL
+
+
+def pixel_cache_limits() -> dict[str, int]:
+    """Return ImageMagick's memory, map and disk limits in bytes, as the policy sets them."""
+    return {name: int(resource_limits[name]) for name in ("memory", "map", "disk")}
+
+
+def is_resource_limit(error: WandException) -> bool:
+    """Return True when `error` is ImageMagick's report of a resource limit."""
+    return isinstance(
+        error, ResourceLimitError | ResourceLimitFatalError | ResourceLimitWarning
+    )

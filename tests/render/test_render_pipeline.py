@@ -3,6 +3,8 @@ geometry, output.
 """
 
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ from PIL import Image as PillowImage
 from PIL import ImageStat
 from render_fixtures import ICC_FOLDER, Renderer, add_png_chunk, convert, make_settings
 
-from damjobs.render import pipeline, probe
+from damjobs.render import pipeline, probe, wand_setup
 from damjobs.render.types import RenderSettings
 from damjobs.render.wand_setup import WandException, read_image
 
@@ -114,6 +116,41 @@ def test_pixel_limit_message(tmp_path: Path, quadrants: Path) -> None:
         pipeline.EntryFailure, match="200x100 = 20000 pixels exceeds max_pixels 19999"
     ):
         pipeline.check_source(quadrants.read_bytes(), settings)
+
+
+def grey_png(width: int, height: int) -> bytes:
+    """Return a valid 8-bit greyscale PNG of one shade, compressed row by row."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = zlib.crc32(kind + payload)
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    compressor = zlib.compressobj(9)
+    row = b"\x00" + b"\x80" * width
+    pixels = b"".join(compressor.compress(row) for _ in range(height))
+    pixels += compressor.flush()
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", pixels)
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_decode_beyond_imagemagick_limits_is_too_large(tmp_path: Path) -> None:
+    # 81 MP passes max_pixels, but its 617 MiB pixel cache exceeds the memory limit
+    # of Debian's ImageMagick policy (256 MiB), and the decode fails with no reason.
+    settings = make_settings(tmp_path, max_pixels=100_000_000)
+    assert wand_setup.pixel_cache_limits()["memory"] < 617 * 1024 * 1024
+
+    with pytest.raises(pipeline.EntryFailure) as raised:
+        pipeline.decode_source(grey_png(9000, 9000), settings)
+
+    assert raised.value.failure == "too_large"
+    assert "pixel cache of 617 MiB" in raised.value.message
+    assert "policy.xml" in raised.value.message
 
 
 @pytest.fixture
