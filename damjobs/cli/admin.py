@@ -132,6 +132,21 @@ def check_config_command() -> int:
             f"render.default_background: {background}: not a colour ImageMagick "
             f"knows; {steps.COLOUR_HINT}"
         )
+    limits = wand_setup.pixel_cache_limits()
+    mib = 1024 * 1024
+    print(
+        f"imagemagick limits: memory {limits['memory'] // mib} MiB, map "
+        f"{limits['map'] // mib} MiB, disk {limits['disk'] // mib} MiB"
+    )
+    max_pixels = settings["render.max_pixels"]
+    needed = wand_setup.pixel_cache_bytes(max_pixels, 1)
+    if needed > limits["memory"]:
+        print(
+            f"render.max_pixels: {max_pixels}: note: an image of that size needs "
+            f"{needed // mib} MiB of pixel cache, above ImageMagick's memory limit, so "
+            f"it is decoded through a mapped or disk file and may fail as too_large; "
+            f"{wand_setup.RESOURCE_LIMIT_HINT}"
+        )
 
     return ExitCode.SUCCEEDED if problems == 0 else ExitCode.FAILED
 

@@ -54,6 +54,25 @@ def test_check_config_reports_unknown_colour(tmp_path):
     assert "render.default_background: nosuchcolour: not a colour" in check.stdout
 
 
+def test_check_config_notes_pixels_beyond_imagemagick_memory(tmp_path):
+    run_cli("init", str(tmp_path / "dam"))
+    config = str(tmp_path / "dam" / "damjobs.toml")
+    small = {**cli_environment(), "DAMJOBS__RENDER__MAX_PIXELS": "1000000"}
+    large = {**cli_environment(), "DAMJOBS__RENDER__MAX_PIXELS": "100000000"}
+
+    quiet = run_cli("--config", config, "check-config", env=small)
+    noted = run_cli("--config", config, "check-config", env=large)
+
+    assert quiet.returncode == 0, quiet.stdout
+    assert "imagemagick limits: memory" in quiet.stdout
+    assert "render.max_pixels" not in quiet.stdout
+    assert noted.returncode == 0, noted.stdout
+    assert (
+        "render.max_pixels: 100000000: note: an image of that size needs 762 MiB"
+        in (noted.stdout)
+    )
+
+
 def test_init_refuses_to_overwrite(tmp_path):
     run_cli("init", str(tmp_path / "dam"))
 
