@@ -17,6 +17,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -114,7 +115,7 @@ class ProgressReporter:
         self._last_line = time.monotonic()
         self._started = time.monotonic()
         self._bar: Progress | None = None
-        self._task_id = None
+        self._task_id: TaskID | None = None
         if options.verbosity >= 0 and not options.json and sys.stderr.isatty():
             self._bar = Progress(
                 TextColumn("{task.description}"),

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import peewee
 import typer
@@ -451,7 +451,8 @@ def entries_command(
             {
                 "id": entry.id,
                 "file_id": entry.file_id,
-                "source": entry.source,
+                # objects() sets the joined path as an attribute the model does not declare.
+                "source": cast(Any, entry).source,
                 "cropping_id": entry.cropping_id,
                 "setting_id": entry.setting_id,
                 "format": entry.output_format,

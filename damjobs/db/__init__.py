@@ -7,9 +7,10 @@ database server's clock, so every host that shares the database agrees on the ti
 import datetime
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, cast
 
 import peewee
 from playhouse.shortcuts import ReconnectMixin
@@ -116,6 +117,16 @@ def server_now(database: peewee.Database) -> datetime.datetime:
         return datetime.datetime.fromisoformat(value)
 
     return value
+
+
+def tuple_rows(query: peewee.BaseQuery) -> Iterable[tuple[Any, ...]]:
+    """
+    Return `query` set to yield each row as a tuple of the selected columns.
+
+    peewee's bundled stubs type the rows of `.tuples()` as model instances, so the cast
+    gives the real row type. The query runs only when the result is iterated.
+    """
+    return cast("Iterable[tuple[Any, ...]]", query.tuples())
 
 
 @contextmanager

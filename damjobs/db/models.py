@@ -30,6 +30,7 @@ class BaseModel(peewee.Model):
 class Folder(BaseModel):
     """A folder of the DAM's virtual tree."""
 
+    id = peewee.AutoField()
     parent = peewee.ForeignKeyField(
         "self", null=True, backref="children", on_delete="CASCADE"
     )
@@ -43,6 +44,7 @@ class Folder(BaseModel):
 class File(BaseModel):
     """An original file; `path` is relative to the originals root."""
 
+    id = peewee.AutoField()
     folder = peewee.ForeignKeyField(Folder, backref="files", on_delete="CASCADE")
     name = peewee.CharField(max_length=255)
     path = peewee.CharField(max_length=700, unique=True)
@@ -62,6 +64,7 @@ class File(BaseModel):
 class FileDescription(BaseModel):
     """A localised, searchable description of a file, one per language."""
 
+    id = peewee.AutoField()
     file = peewee.ForeignKeyField(File, backref="descriptions", on_delete="CASCADE")
     language = peewee.CharField(max_length=16)
     text = peewee.TextField()
@@ -73,6 +76,7 @@ class FileDescription(BaseModel):
 class Tag(BaseModel):
     """A label that can be put on files."""
 
+    id = peewee.AutoField()
     name = peewee.CharField(max_length=255, unique=True)
 
 
@@ -87,6 +91,7 @@ class FileTag(BaseModel):
 class Attribute(BaseModel):
     """A key/value pair on a file: `kind` is "exif" (read at import) or "user"."""
 
+    id = peewee.AutoField()
     file = peewee.ForeignKeyField(File, backref="attributes", on_delete="CASCADE")
     kind = peewee.CharField(max_length=8)
     name = peewee.CharField(max_length=191)
@@ -99,6 +104,7 @@ class Attribute(BaseModel):
 class Cropping(BaseModel):
     """A named rectangle of one file, in pixels of the auto-oriented image."""
 
+    id = peewee.AutoField()
     file = peewee.ForeignKeyField(File, backref="croppings", on_delete="CASCADE")
     name = peewee.CharField(max_length=191)
     x = peewee.IntegerField()
@@ -116,6 +122,7 @@ class Cropping(BaseModel):
 class PredefinedSetting(BaseModel):
     """A system-wide named chain of transformation steps with an output format."""
 
+    id = peewee.AutoField()
     name = peewee.CharField(max_length=191, unique=True)
     output_format = peewee.CharField(max_length=8, null=True)
     ttl_days = peewee.IntegerField(null=True)
@@ -123,10 +130,15 @@ class PredefinedSetting(BaseModel):
     version = peewee.IntegerField(default=1)
     updated_at = peewee.DateTimeField()
 
+    # SettingStep.setting adds this backref when its class is defined, so the annotation
+    # only tells the type checker about it.
+    steps: "peewee.ModelSelect[SettingStep]"
+
 
 class SettingStep(BaseModel):
     """One step of a predefined setting; `params` is a JSON object."""
 
+    id = peewee.AutoField()
     setting = peewee.ForeignKeyField(
         PredefinedSetting, backref="steps", on_delete="CASCADE"
     )
@@ -141,6 +153,7 @@ class SettingStep(BaseModel):
 class CustomTransformation(BaseModel):
     """An ad-hoc transformation that a live request asked for; not permanent."""
 
+    id = peewee.AutoField()
     file = peewee.ForeignKeyField(
         File, backref="custom_transformations", on_delete="CASCADE"
     )
@@ -159,6 +172,7 @@ class CacheEntry(BaseModel):
     from; `path` is relative to the cache root.
     """
 
+    id = peewee.AutoField()
     file_id = peewee.IntegerField()
     cropping_id = peewee.IntegerField(default=0)
     setting_id = peewee.IntegerField(default=0)
@@ -192,6 +206,7 @@ class CacheEntry(BaseModel):
 class PublishedFile(BaseModel):
     """A copy of a file published under the published root, optionally until `expires_at`."""
 
+    id = peewee.AutoField()
     file = peewee.ForeignKeyField(File, backref="published_files", on_delete="CASCADE")
     cropping_id = peewee.IntegerField(null=True)
     setting_id = peewee.IntegerField(null=True)
@@ -203,6 +218,7 @@ class PublishedFile(BaseModel):
 class JobStatus(BaseModel):
     """One run of one job, from enqueued to finished; `updated_at` is its heartbeat."""
 
+    id = peewee.AutoField()
     job = peewee.CharField(max_length=64)
     state = peewee.CharField(max_length=32)
     trigger = peewee.CharField(max_length=16)
@@ -242,6 +258,7 @@ class JobSlot(BaseModel):
 class LogItem(BaseModel):
     """A warning or error that a run recorded in the database."""
 
+    id = peewee.AutoField()
     created_at = peewee.DateTimeField(index=True)
     level = peewee.CharField(max_length=16)
     job = peewee.CharField(max_length=64, null=True)

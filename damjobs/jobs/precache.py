@@ -470,7 +470,7 @@ def _paths_in_use(paths: list[str]) -> set[str]:
         models.CacheEntry.path.in_(paths) & (models.CacheEntry.state != "obsolete")
     )
 
-    return {row.path for row in query}
+    return {row.path for row in query if row.path is not None}
 
 
 def _delete_file(cache_root: Any, relative: str, dry_run: bool) -> bool:

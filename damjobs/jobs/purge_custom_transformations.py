@@ -241,7 +241,7 @@ def _read_groups(
     )
     if lock:
         keys_query = keys_query.for_update()
-    keys = [key for (key,) in keys_query.tuples()]
+    keys = [key for (key,) in db.tuple_rows(keys_query)]
     if not keys:
         return {}
     if part.model is models.CacheEntry:
@@ -258,7 +258,7 @@ def _read_groups(
     if lock:
         entries_query = entries_query.for_update()
     groups: dict[int, list[EntryFile]] = {key: [] for key in keys}
-    for row in entries_query.tuples():
+    for row in db.tuple_rows(entries_query):
         entry = EntryFile(*row)
         groups[entry.id if part.model is models.CacheEntry else entry.custom_id].append(
             entry

@@ -12,6 +12,7 @@ which stays for an operator to look at.
 """
 
 import dataclasses
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -100,8 +101,8 @@ def _purge(
                 break
             unlinked: set[str] = set()
             outcome = purging.retry_on_lock_conflict(
-                lambda key_range=key_range, unlinked=unlinked: _purge_batch(
-                    database, batches, key_range, root, unlinked
+                functools.partial(
+                    _purge_batch, database, batches, key_range, root, unlinked
                 ),
                 f"deleting {TABLE} rows {key_range.first}..{key_range.last}",
                 attempts,
@@ -133,7 +134,7 @@ def _purge_batch(
         ).where(batches.in_range(key_range))
         if db.is_mysql(database):
             query = query.for_update()
-        rows = list(query.tuples())
+        rows = list(db.tuple_rows(query))
         if not rows:
             return outcome
         shared = _paths_still_published(rows)
@@ -177,7 +178,7 @@ def _paths_still_published(rows: list[tuple[int, str]]) -> set[str]:
         models.PublishedFile.path.in_(paths) & models.PublishedFile.id.not_in(ids)
     )
 
-    return {path for (path,) in query.tuples()}
+    return {path for (path,) in db.tuple_rows(query)}
 
 
 def _add(tally: purging.Tally, root: Path, outcome: BatchOutcome) -> None:
@@ -206,11 +207,11 @@ def _report_dry_run(
         return
     for key_range in batches.ranges(low, high):
         rows = list(
-            models.PublishedFile.select(
-                models.PublishedFile.id, models.PublishedFile.path
+            db.tuple_rows(
+                models.PublishedFile.select(
+                    models.PublishedFile.id, models.PublishedFile.path
+                ).where(batches.in_range(key_range))
             )
-            .where(batches.in_range(key_range))
-            .tuples()
         )
         if not rows:
             continue

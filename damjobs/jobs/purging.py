@@ -13,12 +13,13 @@ The counts that a purge returns for its summary are grouped by table and by fold
 import collections
 import dataclasses
 import datetime
+import functools
 import logging
 import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import peewee
 
@@ -173,7 +174,8 @@ class RangeBatches:
         query = self.model.select(
             peewee.fn.COUNT(self.key), peewee.fn.MIN(self.key), peewee.fn.MAX(self.key)
         ).where(self.condition)
-        count, low, high = query.tuples().get()
+        # The stubs type the row of a tuples query as a model instance.
+        count, low, high = cast("tuple[Any, Any, Any]", query.tuples().get())
 
         return int(count or 0), low, high
 
@@ -264,9 +266,7 @@ def delete_rows(
                 break
             started = time.monotonic()
             deleted = retry_on_lock_conflict(
-                lambda key_range=key_range: _delete_range(
-                    database, model, batches, key_range
-                ),
+                functools.partial(_delete_range, database, model, batches, key_range),
                 f"deleting {table} rows {key_range.first}..{key_range.last}",
                 attempts,
             )

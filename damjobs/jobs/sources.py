@@ -111,15 +111,16 @@ def iter_entry_groups(
         cutoff = None
         for state in state_list:
             state_rows = list(
-                models.CacheEntry.select(*ENTRY_COLUMNS)
-                .where(
-                    permanent
-                    & (models.CacheEntry.state == state)
-                    & (models.CacheEntry.file_id > last_file_id)
+                db.tuple_rows(
+                    models.CacheEntry.select(*ENTRY_COLUMNS)
+                    .where(
+                        permanent
+                        & (models.CacheEntry.state == state)
+                        & (models.CacheEntry.file_id > last_file_id)
+                    )
+                    .order_by(models.CacheEntry.file_id, models.CacheEntry.id)
+                    .limit(batch_size)
                 )
-                .order_by(models.CacheEntry.file_id, models.CacheEntry.id)
-                .limit(batch_size)
-                .tuples()
             )
             rows += state_rows
             if len(state_rows) == batch_size:
@@ -138,14 +139,15 @@ def iter_entry_groups(
                 # One file has more entries than a batch holds: read all of them at once.
                 entries = [
                     EntryRow(*row)
-                    for row in models.CacheEntry.select(*ENTRY_COLUMNS)
-                    .where(
-                        permanent
-                        & models.CacheEntry.state.in_(state_list)
-                        & (models.CacheEntry.file_id == cutoff)
+                    for row in db.tuple_rows(
+                        models.CacheEntry.select(*ENTRY_COLUMNS)
+                        .where(
+                            permanent
+                            & models.CacheEntry.state.in_(state_list)
+                            & (models.CacheEntry.file_id == cutoff)
+                        )
+                        .order_by(models.CacheEntry.id)
                     )
-                    .order_by(models.CacheEntry.id)
-                    .tuples()
                 ]
 
         grouped: dict[int, list[EntryRow]] = collections.defaultdict(list)
@@ -170,7 +172,7 @@ def _load_files(file_ids: list[int]) -> dict[int, FileRow]:
         models.File.is_transformable,
     ).where(models.File.id.in_(file_ids))
 
-    return {row[0]: FileRow(*row) for row in query.tuples()}
+    return {row[0]: FileRow(*row) for row in db.tuple_rows(query)}
 
 
 class Catalog:
@@ -440,7 +442,11 @@ def list_work(
     cache_root = context.settings["paths.cache_root"]
     listed = 0
     for job in jobs:
-        for target in [*job.copies, *job.derivatives]:
+        targets: list[render_types.CopyTarget | render_types.Derivative] = [
+            *job.copies,
+            *job.derivatives,
+        ]
+        for target in targets:
             listed += 1
             if context.output.json:
                 continue

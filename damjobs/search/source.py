@@ -67,10 +67,10 @@ class FolderTree:
             self._parents.clear()
         missing = {folder for folder in wanted if folder not in self._parents}
         while missing:
-            rows = (
-                models.Folder.select(models.Folder.id, models.Folder.parent)
-                .where(models.Folder.id.in_(list(missing)))
-                .tuples()
+            rows = db.tuple_rows(
+                models.Folder.select(models.Folder.id, models.Folder.parent).where(
+                    models.Folder.id.in_(list(missing))
+                )
             )
             loaded = {folder_id: parent_id for folder_id, parent_id in rows}
             self._parents.update(loaded)
@@ -104,7 +104,7 @@ def count_files() -> int:
     return models.File.select().count()
 
 
-def _rows_as_json(*columns: Any) -> peewee.Expression:
+def _rows_as_json(*columns: Any) -> peewee.Function:
     """
     Aggregate the rows of a correlated subquery into the JSON text `[count, rows]`,
     where `rows` lists each row as an array of `columns` (or is null when there are none).
@@ -168,10 +168,11 @@ def _records_from(rows: list[tuple[Any, ...]], folders: FolderTree) -> list[File
         file = FileRow(*row[:width])
         files.append(file)
         decoded = [decode_aggregate(text) for text in row[width:]]
-        if any(part is None for part in decoded):
+        complete = [part for part in decoded if part is not None]
+        if len(complete) < len(decoded):
             incomplete.append(file)
             continue
-        description_rows, tag_rows, attribute_rows, cropping_rows = decoded
+        description_rows, tag_rows, attribute_rows, cropping_rows = complete
         related[file.id] = (
             {language: text for language, text in description_rows},
             tuple(name for (name,) in tag_rows),
@@ -268,7 +269,7 @@ def load_records(files: list[FileRow], folders: FolderTree) -> list[FileRecord]:
             return field.in_(ids)
 
     descriptions: dict[int, dict[str, str]] = collections.defaultdict(dict)
-    query = models.FileDescription.select(
+    query: peewee.Query = models.FileDescription.select(
         models.FileDescription.file,
         models.FileDescription.language,
         models.FileDescription.text,
@@ -329,18 +330,19 @@ def iter_changes(
     last_id = 0
     while True:
         rows = list(
-            models.SearchChange.select(
-                models.SearchChange.id,
-                models.SearchChange.file_id,
-                models.SearchChange.folder_id,
+            db.tuple_rows(
+                models.SearchChange.select(
+                    models.SearchChange.id,
+                    models.SearchChange.file_id,
+                    models.SearchChange.folder_id,
+                )
+                .where(
+                    (models.SearchChange.changed_at >= since)
+                    & (models.SearchChange.id > last_id)
+                )
+                .order_by(models.SearchChange.id)
+                .limit(batch_size)
             )
-            .where(
-                (models.SearchChange.changed_at >= since)
-                & (models.SearchChange.id > last_id)
-            )
-            .order_by(models.SearchChange.id)
-            .limit(batch_size)
-            .tuples()
         )
         if not rows:
             return
@@ -357,9 +359,11 @@ def folder_subtree(folder_ids: Iterable[int]) -> set[int]:
     existing = (
         {
             folder_id
-            for (folder_id,) in models.Folder.select(models.Folder.id)
-            .where(models.Folder.id.in_(list(frontier)))
-            .tuples()
+            for (folder_id,) in db.tuple_rows(
+                models.Folder.select(models.Folder.id).where(
+                    models.Folder.id.in_(list(frontier))
+                )
+            )
         }
         if frontier
         else set()
@@ -369,9 +373,11 @@ def folder_subtree(folder_ids: Iterable[int]) -> set[int]:
     while frontier:
         children = {
             folder_id
-            for (folder_id,) in models.Folder.select(models.Folder.id)
-            .where(models.Folder.parent.in_(list(frontier)))
-            .tuples()
+            for (folder_id,) in db.tuple_rows(
+                models.Folder.select(models.Folder.id).where(
+                    models.Folder.parent.in_(list(frontier))
+                )
+            )
         }
         frontier = children - found
         found |= frontier
@@ -389,13 +395,15 @@ def iter_file_ids_in_folders(
     while True:
         ids = [
             file_id
-            for (file_id,) in models.File.select(models.File.id)
-            .where(
-                models.File.folder.in_(list(folder_ids)) & (models.File.id > last_id)
+            for (file_id,) in db.tuple_rows(
+                models.File.select(models.File.id)
+                .where(
+                    models.File.folder.in_(list(folder_ids))
+                    & (models.File.id > last_id)
+                )
+                .order_by(models.File.id)
+                .limit(batch_size)
             )
-            .order_by(models.File.id)
-            .limit(batch_size)
-            .tuples()
         ]
         if not ids:
             return
@@ -410,11 +418,12 @@ def delete_changes_before(database: peewee.Database, before: datetime.datetime) 
         with db.translated_errors("deleting old search changes"), database.atomic():
             ids = [
                 change_id
-                for (change_id,) in models.SearchChange.select(models.SearchChange.id)
-                .where(models.SearchChange.changed_at < before)
-                .order_by(models.SearchChange.id)
-                .limit(5000)
-                .tuples()
+                for (change_id,) in db.tuple_rows(
+                    models.SearchChange.select(models.SearchChange.id)
+                    .where(models.SearchChange.changed_at < before)
+                    .order_by(models.SearchChange.id)
+                    .limit(5000)
+                )
             ]
             if not ids:
                 return deleted
