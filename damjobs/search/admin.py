@@ -164,19 +164,31 @@ class IndexAdmin:
             rows = self.client.cat.indices(
                 index=",".join(names),
                 format="json",
-                h="index,health,docs.count,store.size,creation.date.string",
+                h="index,health,store.size,creation.date.string",
                 bytes="b",
             )
 
         return {
             row["index"]: {
                 "health": row.get("health"),
-                "documents": int(row["docs.count"]) if row.get("docs.count") else None,
+                "documents": self._file_count(row["index"]),
                 "size_bytes": int(row["store.size"]) if row.get("store.size") else None,
                 "created": row.get("creation.date.string"),
             }
             for row in rows
         }
+
+    def _file_count(self, name: str) -> int | None:
+        """
+        Return the number of file documents in `name`, or None when it cannot be counted.
+        The `docs.count` of `_cat/indices` is higher, because it also counts each nested
+        description, attribute and cropping as a document.
+        """
+        try:
+            return int(self.client.count(index=name)["count"])
+        except os_errors.OpenSearchException as error:
+            logger.warning("could not count the documents of %s: %s", name, error)
+            return None
 
     def status(self) -> dict[str, Any]:
         """Return the alias's targets and every managed index with its statistics."""

@@ -320,7 +320,10 @@ def test_killed_rebuild_then_new_one(sqlite_workspace, search_client):
 
 def test_rollback_and_status(sqlite_workspace, search_client):
     folder = add_folder("")
-    add_file(folder, "a.jpg")
+    described = add_file(folder, "a.jpg")
+    # Nested objects are documents to Lucene, but the status counts files.
+    models.FileDescription.insert(file=described, language="en", text="a").execute()
+    models.Attribute.insert(file=described, kind="user", name="n", value="v").execute()
     first = json.loads(sqlite_workspace.cli("rebuild-index", "--json").stdout)[
         "details"
     ]["index"]
