@@ -456,8 +456,8 @@ KEYS: tuple[Key, ...] = (
         "bulk_max_bytes",
         "int",
         5 * 1024 * 1024,
-        "Size of one bulk request while loading, in bytes of JSON (counted in characters); "
-        "a larger document goes alone.",
+        "Size of one bulk request while loading, in bytes of UTF-8 JSON; a larger "
+        "document goes alone.",
         check=_between(10_000, 100 * 1024 * 1024),
     ),
     Key(

@@ -38,24 +38,23 @@ class Action:
         operation = "delete" if self.document is None else "index"
         header = f'{{"{operation}": {{"_index": {quoted_index}, "_id": "{self.file_id}"}}}}\n'
         if self.document is None:
-            return EncodedAction(self.file_id, True, header)
+            return EncodedAction(self.file_id, True, header.encode())
         body = json.dumps(self.document, ensure_ascii=False, separators=(",", ":"))
 
-        return EncodedAction(self.file_id, False, f"{header}{body}\n")
+        return EncodedAction(self.file_id, False, f"{header}{body}\n".encode())
 
 
 @dataclasses.dataclass(frozen=True)
 class EncodedAction:
-    """A bulk operation as the NDJSON text sent to the cluster."""
+    """A bulk operation as the UTF-8 NDJSON lines sent to the cluster."""
 
     file_id: int
     is_delete: bool
-    text: str
+    data: bytes
 
     @property
     def size(self) -> int:
-        """Length of `text` in characters, which is below its UTF-8 size for non-ASCII text."""
-        return len(self.text)
+        return len(self.data)
 
 
 def encode_all(actions: list[Action], index: str) -> list[EncodedAction]:
@@ -136,10 +135,13 @@ def send_encoded(
     pending = actions
     attempt = 0
     while pending:
-        body = "".join(action.text for action in pending)
+        body = b"".join(action.data for action in pending)
         try:
             response = client.bulk(body=body)
         except os_errors.TransportError as error:
+            if error.status_code == 413:
+                outcome.add(_send_halves(client, index, pending, max_retries, sleep))
+                return outcome
             if error.status_code == 429 and attempt < max_retries:
                 attempt += 1
                 outcome.retried += len(pending)
@@ -184,17 +186,53 @@ def send_encoded(
     return outcome
 
 
+def _send_halves(
+    client: OpenSearch,
+    index: str,
+    actions: list[EncodedAction],
+    max_retries: int,
+    sleep: Callable[[float], None],
+) -> BulkOutcome:
+    """
+    Send a request that the node rejected as too large (HTTP 413) in two halves, and so
+    on down to single documents. A single document that is still too large is a failed
+    item, so one oversized document does not fail the whole run.
+    """
+    size = sum(action.size for action in actions)
+    if len(actions) == 1:
+        outcome = BulkOutcome()
+        outcome.failures.append(
+            (
+                actions[0].file_id,
+                f"the document is {size} bytes, more than the node accepts in one "
+                "request (its http.max_content_length)",
+            )
+        )
+        return outcome
+    logger.warning(
+        "bulk request of %d items and %d bytes rejected with HTTP 413 as too large; "
+        "sending it in two halves",
+        len(actions),
+        size,
+    )
+    half = len(actions) // 2
+    outcome = send_encoded(client, index, actions[:half], max_retries, sleep)
+    outcome.add(send_encoded(client, index, actions[half:], max_retries, sleep))
+
+    return outcome
+
+
 class BulkLoader:
     """
     Send bulk requests of about `max_bytes` from a few threads while the caller reads
     the next batch.
 
-    Submitted actions are encoded at once and collected until they fill a request of
-    `max_bytes` (counted in characters, see `EncodedAction.size`), so requests keep that
-    size whatever the batch size and document size. A single action larger than
-    `max_bytes` goes alone. At most `concurrency`
-    requests are in flight. `submit` waits for the oldest one when all are busy, so at
-    most `concurrency + 1` requests' worth of encoded text plus one batch are in memory.
+    Submitted actions are encoded to UTF-8 at once and collected until they fill a
+    request of `max_bytes`, so requests keep that size whatever the batch size and
+    document size. A single action larger than `max_bytes` goes alone. At most
+    `concurrency` requests are in flight. `submit` waits for the oldest one when all are
+    busy, so at most `concurrency + 1` requests' worth of encoded data plus one batch
+    are in memory.
     """
 
     def __init__(

@@ -197,6 +197,9 @@ class OpenSearchNode:
             # fail for a reason unrelated to damjobs.
             "cluster.routing.allocation.disk.threshold_enabled": False,
             "action.destructive_requires_name": False,
+            # Below the default 100mb, so that a test can send a document too large for
+            # one request without writing 100 MB. index.bulk_max_bytes stays below it.
+            "http.max_content_length": "10mb",
         }
         # JSON is valid YAML, and json.dumps quotes every value correctly for it.
         lines = [f"{key}: {json.dumps(value)}" for key, value in settings.items()]

@@ -323,8 +323,8 @@ def test_bulk_retries_429_items_only():
     assert outcome.created == 2
     assert outcome.retried == 1
     assert outcome.failures == []
-    assert '"_id": "2"' in client.bodies[1]
-    assert '"_id": "1"' not in client.bodies[1]
+    assert b'"_id": "2"' in client.bodies[1]
+    assert b'"_id": "1"' not in client.bodies[1]
 
 
 def test_bulk_reports_failed_item_with_file_id():

@@ -266,6 +266,37 @@ def test_failed_document_exits_4(sqlite_workspace, search_client):
     assert search_client.count(index=sqlite_workspace.alias)["count"] == 1
 
 
+@pytest.mark.parametrize("bulk_max_bytes", [1024 * 1024, 20 * 1024 * 1024])
+def test_document_too_large_for_one_request_fails_alone(
+    tmp_path, opensearch_url, search_client, bulk_max_bytes
+):
+    # With 20 MiB, the first request holds every document and is sent again in halves.
+    workspace = make_search_workspace(
+        tmp_path / "ws",
+        f"sqlite:///{tmp_path / 'ws' / 'damjobs.db'}",
+        opensearch_url,
+        bulk_max_bytes=bulk_max_bytes,
+        max_failed_documents=1,
+    )
+    folder = add_folder("")
+    for number in range(4):
+        add_file(folder, f"fine-{number}.jpg")
+    oversized = add_file(folder, "long.jpg")
+    # The test node accepts requests of up to 10 MB (http.max_content_length).
+    models.FileDescription.insert(
+        file=oversized, language="en", text="word " * 2_200_000
+    ).execute()
+
+    result = workspace.cli("rebuild-index", "--json")
+
+    count = search_client.count(index=workspace.alias)["count"]
+    search_client.indices.delete(index=f"{workspace.alias}-*")
+    assert result.returncode == 4, result.stderr
+    assert f"file {oversized} could not be indexed" in result.stderr
+    assert "more than the node accepts in one request" in result.stderr
+    assert count == 4
+
+
 def test_too_many_failures_keep_alias(sqlite_workspace, search_client):
     folder = add_folder("")
     add_file(folder, "fine.jpg")
