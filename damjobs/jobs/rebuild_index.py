@@ -52,7 +52,7 @@ def plan_rebuild(state: AliasState, now: datetime.datetime) -> RebuildPlan:
 
 def sample_document() -> dict[str, Any] | None:
     """Return the document of the file with the lowest id, or None without files."""
-    records = source.read_records_after(0, 1, source.FolderTree())
+    records = source.read_records_after(0, 1, source.FolderTree()).records
 
     return documents.build_document(records[0]) if records else None
 

@@ -57,10 +57,27 @@ class EncodedAction:
         return len(self.data)
 
 
-def encode_all(actions: list[Action], index: str) -> list[EncodedAction]:
-    quoted_index = json.dumps(index)
+def encode_or_fail(
+    action: Action, quoted_index: str, outcome: "BulkOutcome"
+) -> EncodedAction | None:
+    """Return `action` encoded, or None after adding it to `outcome.failures`."""
+    try:
+        return action.encode(quoted_index)
+    except (TypeError, ValueError) as error:
+        outcome.failures.append(
+            (action.file_id, f"the document cannot be encoded as JSON: {error}")
+        )
+        return None
 
-    return [action.encode(quoted_index) for action in actions]
+
+def encode_all(
+    actions: list[Action], index: str, outcome: "BulkOutcome"
+) -> list[EncodedAction]:
+    """Encode `actions`; those that cannot be encoded go to `outcome.failures`."""
+    quoted_index = json.dumps(index)
+    encoded = (encode_or_fail(action, quoted_index, outcome) for action in actions)
+
+    return [action for action in encoded if action is not None]
 
 
 @dataclasses.dataclass
@@ -120,7 +137,11 @@ def send(
     Items rejected with 429, and whole requests rejected with 429, are sent again up to
     `max_retries` times. Raise SearchError when a whole request fails otherwise.
     """
-    return send_encoded(client, index, encode_all(actions, index), max_retries, sleep)
+    outcome = BulkOutcome()
+    encoded = encode_all(actions, index, outcome)
+    outcome.add(send_encoded(client, index, encoded, max_retries, sleep))
+
+    return outcome
 
 
 def send_encoded(
@@ -260,8 +281,11 @@ class BulkLoader:
 
     def submit(self, actions: list[Action]) -> None:
         """Encode `actions` and send every request of `max_bytes` that they fill."""
+        unencodable = BulkOutcome()
         for action in actions:
-            encoded = action.encode(self._quoted_index)
+            encoded = encode_or_fail(action, self._quoted_index, unencodable)
+            if encoded is None:
+                continue
             if (
                 self._collected
                 and self._collected_bytes + encoded.size > self.max_bytes
@@ -269,6 +293,8 @@ class BulkLoader:
                 self._dispatch()
             self._collected.append(encoded)
             self._collected_bytes += encoded.size
+        if unencodable.failures:
+            self.on_done(len(unencodable.failures), unencodable)
 
     def drain(self) -> None:
         """Send what is collected, wait for every request in flight and report it."""

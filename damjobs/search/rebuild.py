@@ -65,6 +65,29 @@ class Counters:
     net_documents: int = 0
 
 
+def build_actions(
+    batch: source.RecordBatch,
+) -> tuple[list[bulk.Action], bulk.BulkOutcome]:
+    """
+    Return the index actions of a batch's records, and an outcome whose failures are
+    the batch's unreadable files plus the records whose document cannot be built.
+    """
+    failed = bulk.BulkOutcome(failures=list(batch.unreadable))
+    actions = []
+    for record in batch.records:
+        try:
+            document = documents.build_document(record)
+        except (TypeError, ValueError, AttributeError) as error:
+            # A value of an unexpected type, such as bytes from an SQLite BLOB.
+            failed.failures.append(
+                (record.file.id, f"its document cannot be built: {error!r}")
+            )
+            continue
+        actions.append(bulk.Action(record.file.id, document))
+
+    return actions, failed
+
+
 class Rebuild:
     """One rebuild of the index behind `admin.alias` into the new index `index`."""
 
@@ -150,13 +173,11 @@ class Rebuild:
         )
         try:
             batches = source.iter_record_batches(self.options.batch_size, self.folders)
-            for records in batches:
+            for batch in batches:
                 if self.context.stop:
                     raise RebuildStopped(self.context.stop.reason)
-                actions = [
-                    bulk.Action(record.file.id, documents.build_document(record))
-                    for record in records
-                ]
+                actions, failed = build_actions(batch)
+                self._record(failed)
                 loader.submit(actions)
             loader.drain()
         finally:
@@ -219,18 +240,19 @@ class Rebuild:
             logger.info("indexed again the files changed during the swap")
 
     def _index_again(self, file_ids: list[int]) -> None:
-        records = source.read_records(file_ids, self.folders)
-        present = {record.file.id for record in records}
-        actions = [
-            bulk.Action(record.file.id, documents.build_document(record))
-            for record in records
-        ]
+        batch = source.read_records(file_ids, self.folders)
+        # An unreadable file still exists, so its document must not be deleted.
+        present = {record.file.id for record in batch.records}
+        present |= {file_id for file_id, _reason in batch.unreadable}
+        actions, outcome = build_actions(batch)
         actions += [
             bulk.Action(file_id, None) for file_id in file_ids if file_id not in present
         ]
         # Sent one request at a time, so two changes of one file arrive in order.
-        outcome = bulk.send(self.client, self.index, actions, self.options.max_retries)
-        self.counters.caught_up += len(records)
+        outcome.add(
+            bulk.send(self.client, self.index, actions, self.options.max_retries)
+        )
+        self.counters.caught_up += len(batch.records)
         self.counters.removed_meanwhile += outcome.deleted
         self._record(outcome)
 

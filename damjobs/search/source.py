@@ -7,9 +7,11 @@ decodes one row per file in less time than the ~6 rows per file of one query per
 """
 
 import collections
+import dataclasses
 import datetime
 import json
 import logging
+import sqlite3
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -211,9 +213,21 @@ def _records_from(rows: list[tuple[Any, ...]], folders: FolderTree) -> list[File
     return records
 
 
-def read_records_after(
-    last_id: int, limit: int, folders: FolderTree
-) -> list[FileRecord]:
+@dataclasses.dataclass(frozen=True)
+class RecordBatch:
+    """The records of a batch of files, and the files whose rows could not be read."""
+
+    records: list[FileRecord]
+    unreadable: list[tuple[int, str]]  # (file id, reason)
+    last_id: int  # the highest file id of the batch, for the next keyset query
+
+
+# Errors of a query that reads a row the driver or an SQL function cannot handle, such
+# as a BLOB in an SQLite text column (JSON cannot hold it) or text that is not UTF-8.
+_ROW_ERRORS = (peewee.DatabaseError, sqlite3.DatabaseError, ValueError)
+
+
+def read_records_after(last_id: int, limit: int, folders: FolderTree) -> RecordBatch:
     """Return the records of up to `limit` files with ids above `last_id`, in id order."""
     query = (
         _records_query()
@@ -221,31 +235,79 @@ def read_records_after(
         .order_by(models.File.id)
         .limit(limit)
     )
+    try:
+        records = _records_from(raw_rows(query), folders)
+    except _ROW_ERRORS as error:
+        ids = [
+            file_id
+            for (file_id,) in db.tuple_rows(
+                models.File.select(models.File.id)
+                .where(models.File.id > last_id)
+                .order_by(models.File.id)
+                .limit(limit)
+            )
+        ]
+        return _read_one_by_one(ids, folders, error, last_id)
 
-    return _records_from(raw_rows(query), folders)
+    return RecordBatch(records, [], records[-1].file.id if records else last_id)
 
 
-def iter_record_batches(
-    batch_size: int, folders: FolderTree
-) -> Iterator[list[FileRecord]]:
+def iter_record_batches(batch_size: int, folders: FolderTree) -> Iterator[RecordBatch]:
     """Yield the records of every file in id order, `batch_size` files at a time."""
     last_id = 0
     while True:
-        records = read_records_after(last_id, batch_size, folders)
-        if not records:
+        batch = read_records_after(last_id, batch_size, folders)
+        if batch.last_id == last_id:
             return
-        yield records
-        last_id = records[-1].file.id
+        yield batch
+        last_id = batch.last_id
 
 
-def read_records(file_ids: Iterable[int], folders: FolderTree) -> list[FileRecord]:
+def read_records(file_ids: Iterable[int], folders: FolderTree) -> RecordBatch:
     """Return the records of the files of `file_ids` that still exist, in id order."""
     ids = sorted(set(file_ids))
     if not ids:
-        return []
+        return RecordBatch([], [], 0)
     query = _records_query().where(models.File.id.in_(ids)).order_by(models.File.id)
+    try:
+        records = _records_from(raw_rows(query), folders)
+    except _ROW_ERRORS as error:
+        return _read_one_by_one(ids, folders, error, 0)
 
-    return _records_from(raw_rows(query), folders)
+    return RecordBatch(records, [], ids[-1])
+
+
+def _read_one_by_one(
+    ids: list[int], folders: FolderTree, error: Exception, last_id: int
+) -> RecordBatch:
+    """
+    Read the files of a batch whose query failed one at a time, so that a row the
+    database cannot return fails only its own file. Raise `error` again when the
+    database fails a trivial query too, because then no file can be read.
+    `last_id` is the batch's `last_id` when `ids` is empty.
+    """
+    database = models.database_proxy.obj
+    try:
+        database.execute_sql("SELECT 1").fetchall()
+    except _ROW_ERRORS:
+        raise error from None
+    logger.warning(
+        "reading %d files at once failed (%s); reading them one at a time",
+        len(ids),
+        error,
+    )
+    records = []
+    unreadable = []
+    for file_id in ids:
+        query = _records_query().where(models.File.id == file_id)
+        try:
+            records += _records_from(raw_rows(query), folders)
+        except _ROW_ERRORS as file_error:
+            unreadable.append(
+                (file_id, f"its database rows cannot be read: {file_error}")
+            )
+
+    return RecordBatch(records, unreadable, ids[-1] if ids else last_id)
 
 
 def load_records(files: list[FileRow], folders: FolderTree) -> list[FileRecord]:

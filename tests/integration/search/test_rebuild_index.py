@@ -236,6 +236,23 @@ def test_searches_answer_throughout_rebuild(tmp_path, opensearch_url, search_cli
     assert len(answers) > 20
 
 
+def sqlite_search_workspace(tmp_path, opensearch_url, **index_values):
+    """Return a search workspace on a new SQLite database with these [index] values."""
+    return make_search_workspace(
+        tmp_path / "ws",
+        f"sqlite:///{tmp_path / 'ws' / 'damjobs.db'}",
+        opensearch_url,
+        **index_values,
+    )
+
+
+def count_then_delete(client, alias):
+    """Return the document count behind `alias`, then delete the alias's indices."""
+    count = client.count(index=alias)["count"]
+    client.indices.delete(index=f"{alias}-*")
+    return count
+
+
 @pytest.fixture
 def sqlite_workspace(tmp_path, opensearch_url, search_client):
     workspace = make_search_workspace(
@@ -270,13 +287,9 @@ def test_failed_document_exits_4(sqlite_workspace, search_client):
 def test_document_too_large_for_one_request_fails_alone(
     tmp_path, opensearch_url, search_client, bulk_max_bytes
 ):
-    # With 20 MiB, the first request holds every document and is sent again in halves.
-    workspace = make_search_workspace(
-        tmp_path / "ws",
-        f"sqlite:///{tmp_path / 'ws' / 'damjobs.db'}",
-        opensearch_url,
-        bulk_max_bytes=bulk_max_bytes,
-        max_failed_documents=1,
+    # With 20 MiB, the first request contains every document and is sent again in halves.
+    workspace = sqlite_search_workspace(
+        tmp_path, opensearch_url, bulk_max_bytes=bulk_max_bytes, max_failed_documents=1
     )
     folder = add_folder("")
     for number in range(4):
@@ -289,12 +302,32 @@ def test_document_too_large_for_one_request_fails_alone(
 
     result = workspace.cli("rebuild-index", "--json")
 
-    count = search_client.count(index=workspace.alias)["count"]
-    search_client.indices.delete(index=f"{workspace.alias}-*")
+    count = count_then_delete(search_client, workspace.alias)
     assert result.returncode == 4, result.stderr
     assert f"file {oversized} could not be indexed" in result.stderr
     assert "more than the node accepts in one request" in result.stderr
     assert count == 4
+
+
+def test_unreadable_row_fails_only_its_file(tmp_path, opensearch_url, search_client):
+    workspace = sqlite_search_workspace(
+        tmp_path, opensearch_url, max_failed_documents=1
+    )
+    folder = add_folder("")
+    add_many_files(folder, 120)
+    broken = add_file(folder, "blob.jpg")
+    models.database_proxy.obj.execute_sql(
+        "INSERT INTO file_description (file_id, language, text) VALUES (?, 'en', ?)",
+        (broken, b"\x00\x01"),
+    )
+
+    result = workspace.cli("rebuild-index", "--json")
+
+    count = count_then_delete(search_client, workspace.alias)
+    assert result.returncode == 4, result.stderr
+    assert f"file {broken} could not be indexed" in result.stderr
+    assert "its database rows cannot be read" in result.stderr
+    assert count == 120
 
 
 def test_too_many_failures_keep_alias(sqlite_workspace, search_client):

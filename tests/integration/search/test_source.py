@@ -48,7 +48,8 @@ def add_related_rows(file_id, *, descriptions=0, tags=0, attributes=0, croppings
 def documents_per_table(file_ids):
     """Build the documents from rows read with one query per table, for comparison."""
     files = [
-        record.file for record in source.read_records(file_ids, source.FolderTree())
+        record.file
+        for record in source.read_records(file_ids, source.FolderTree()).records
     ]
     records = source.load_records(files, source.FolderTree())
 
@@ -70,7 +71,7 @@ def make_files():
 def test_one_query_matches_per_table_reads(database):
     file_ids = make_files()
 
-    records = source.read_records(file_ids, source.FolderTree())
+    records = source.read_records(file_ids, source.FolderTree()).records
 
     assert [documents.build_document(record) for record in records] == (
         documents_per_table(file_ids)
@@ -80,7 +81,7 @@ def test_one_query_matches_per_table_reads(database):
 def test_related_rows_are_complete(database):
     file_ids = make_files()
 
-    full = source.read_records([file_ids[1]], source.FolderTree())[0]
+    full = source.read_records([file_ids[1]], source.FolderTree()).records[0]
 
     assert full.file.name == f"{TEXT_TO_ESCAPE}.jpg"
     assert full.descriptions["l2"] == f"{TEXT_TO_ESCAPE} 2"
@@ -97,15 +98,17 @@ def test_batches_cover_every_file_once_in_id_order(database):
 
     batches = list(source.iter_record_batches(2, source.FolderTree()))
 
-    assert [len(batch) for batch in batches] == [2, 2, 2, 1]
-    assert [record.file.id for batch in batches for record in batch] == sorted(file_ids)
+    assert [len(batch.records) for batch in batches] == [2, 2, 2, 1]
+    assert [record.file.id for batch in batches for record in batch.records] == sorted(
+        file_ids
+    )
 
 
 def test_deleted_files_are_left_out(database):
     file_ids = make_files()
     models.File.delete().where(models.File.id == file_ids[0]).execute()
 
-    records = source.read_records(file_ids, source.FolderTree())
+    records = source.read_records(file_ids, source.FolderTree()).records
 
     assert [record.file.id for record in records] == file_ids[1:]
 
@@ -119,7 +122,7 @@ def test_cut_short_aggregates_read_again(tmp_path, mariadb_url, caplog):
     models.database_proxy.obj.execute_sql("SET SESSION group_concat_max_len = 40")
 
     with caplog.at_level(logging.INFO, logger="damjobs.search.source"):
-        records = source.read_records(file_ids, source.FolderTree())
+        records = source.read_records(file_ids, source.FolderTree()).records
 
     assert [documents.build_document(record) for record in records] == expected
     assert "read table by table" in caplog.text
@@ -141,3 +144,28 @@ def test_incomplete_aggregates_rejected(text):
 def test_empty_aggregates_give_no_rows():
     assert source.decode_aggregate("[0, null]") == []
     assert source.decode_aggregate("[0, []]") == []
+
+
+def test_unreadable_rows_fail_only_their_file(tmp_path):
+    make_workspace(tmp_path / "ws", f"sqlite:///{tmp_path / 'ws' / 'damjobs.db'}")
+    file_ids = make_files()
+    database = models.database_proxy.obj
+    # JSON cannot hold a BLOB, and text that is not UTF-8 cannot be decoded.
+    database.execute_sql(
+        "INSERT INTO file_description (file_id, language, text) VALUES (?, 'b', ?)",
+        (file_ids[0], b"hello"),
+    )
+    database.execute_sql(
+        "INSERT INTO file_description (file_id, language, text) "
+        "VALUES (?, 'u', CAST(x'41ff42' AS TEXT))",
+        (file_ids[2],),
+    )
+
+    batch = source.read_records(file_ids, source.FolderTree())
+
+    assert [record.file.id for record in batch.records] == [file_ids[1]]
+    assert [file_id for file_id, _reason in batch.unreadable] == [
+        file_ids[0],
+        file_ids[2],
+    ]
+    assert "JSON cannot hold BLOB values" in batch.unreadable[0][1]
