@@ -121,6 +121,8 @@ class RunContext:
         self.skipped = 0
         self.left: int | None = None
         self.progress = ProgressReporter(job, output)
+        # For a dry run: a description of the live run that has claimed the same job.
+        self.running_elsewhere: str | None = None
 
     @property
     def dry_run(self) -> bool:
@@ -302,6 +304,15 @@ def _holder_message(job: str, slot: models.JobSlot) -> str:
         f"{job} is already running: run {slot.status_id} on host {slot.host} "
         f"(pid {slot.pid}), last heartbeat {since}"
     )
+
+
+def live_holder(settings: Settings, database: peewee.Database, job: str) -> str | None:
+    """Describe the live run that has claimed `job` and would stop a claim, or return None."""
+    slot = models.JobSlot.get_or_none(models.JobSlot.job == job)
+    if slot is None or _takeover_reason(settings, database, slot) is not None:
+        return None
+
+    return _holder_message(job, slot)
 
 
 def _process_exists(pid: int | None) -> bool:
@@ -608,6 +619,13 @@ def _run_unclaimed(
     output: OutputOptions,
 ) -> JobSummary:
     context = RunContext(definition.name, settings, database, run_options, output, None)
+    context.running_elsewhere = live_holder(settings, database, definition.name)
+    if context.running_elsewhere:
+        logger.warning(
+            "%s; this dry run shows what a run would do once it has finished, and a "
+            "run started now would exit 3",
+            context.running_elsewhere,
+        )
     summary = JobSummary(definition.name, None, "running", 0, True)
     started = time.monotonic()
     summary = _execute(definition, context, job_options, summary)

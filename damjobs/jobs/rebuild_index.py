@@ -84,7 +84,14 @@ def run(context: runner.RunContext, options: Options) -> dict[str, Any]:
             plan.alias,
             ", ".join(plan.current) or "no index",
         )
-        if plan.delete_first:
+        if plan.delete_first and context.running_elsewhere:
+            # One of the `loading` indices belongs to the running rebuild.
+            details["deleted_leftovers"] = []
+            logger.info(
+                "dry run: %s are loading indices; the running rebuild uses one of them",
+                ", ".join(plan.delete_first),
+            )
+        elif plan.delete_first:
             logger.info(
                 "dry run: would delete leftover indices %s",
                 ", ".join(plan.delete_first),

@@ -40,7 +40,8 @@ def alias_conflict(alias: str) -> SearchError:
     return SearchError(
         f"{alias} is an index, not an alias, so rebuild-index cannot swap it, and damjobs "
         f"never deletes that index. {migration}",
-        hint=migration,
+        hint='docs/jobs/rebuild-index.md, "Migrating from a real index named like the '
+        'alias", gives both ways step by step',
     )
 
 

@@ -7,6 +7,7 @@ document can carry is mapped, because the index rejects unmapped fields.
 import dataclasses
 import datetime
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -69,12 +70,17 @@ def format_time(value: datetime.datetime | str) -> str:
     return value.isoformat(timespec="seconds") + "Z"
 
 
+# A decimal number in ASCII digits, as EXIF and user attributes write one. Python's
+# float() also accepts "1_000", digits of other scripts, "nan" and "inf".
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+
+
 def parse_number(text: str) -> float | None:
-    """Return `text` as a finite number, or None when it is not one."""
-    try:
-        number = float(text.strip())
-    except ValueError:
+    """Return `text` as a finite decimal number, or None when it is not one."""
+    text = text.strip()
+    if not _NUMBER.fullmatch(text):
         return None
+    number = float(text)
 
     return number if math.isfinite(number) else None
 

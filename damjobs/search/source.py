@@ -61,9 +61,13 @@ class FolderTree:
 
     def __init__(self) -> None:
         self._parents: dict[int, int | None] = {}
+        self._reported: set[int] = set()
 
     def chains(self, folder_ids: Iterable[int]) -> dict[int, tuple[int, ...]]:
-        """Return the ancestor chain of each folder; a folder deleted meanwhile is left out."""
+        """
+        Return the ancestor chain of each folder. A folder deleted meanwhile is left out,
+        and so is a folder in a broken tree, with a warning.
+        """
         wanted = set(folder_ids)
         if len(self._parents) > MAX_CACHED_FOLDERS:
             self._parents.clear()
@@ -87,7 +91,16 @@ class FolderTree:
         for folder_id in wanted:
             try:
                 chains[folder_id] = ancestor_chain(folder_id, self._parents)
-            except ValueError:
+            except ValueError as error:
+                if folder_id in self._parents and folder_id not in self._reported:
+                    # The folder exists, so its tree is broken: a cycle or a lost parent.
+                    self._reported.add(folder_id)
+                    logger.warning(
+                        "%s; the files in folder %d are indexed without "
+                        "folder_ancestor_ids, so filters by an ancestor miss them",
+                        error,
+                        folder_id,
+                    )
                 continue
 
         return chains

@@ -262,3 +262,29 @@ def test_dry_run_claims_nothing(workspace):
 
     assert summary.exit_code == 0
     assert summary.status_id is None
+
+
+@pytest.mark.parametrize(
+    ("minutes_ago", "warned"), [(0, True), (60, False)], ids=["live", "stale"]
+)
+def test_dry_run_warns_about_live_run(workspace, caplog, minutes_ago, warned):
+    occupy(workspace.database, "precache", "other-host", minutes_ago=minutes_ago)
+    seen = []
+    definition = runner.JobDefinition(
+        "precache",
+        "test job",
+        True,
+        lambda ctx, opts: seen.append(ctx.running_elsewhere),
+    )
+
+    runner.run_job(
+        definition,
+        workspace.settings,
+        workspace.database,
+        runner.RunOptions(dry_run=True),
+        None,
+        OutputOptions(),
+    )
+
+    assert ("precache is already running" in caplog.text) is warned
+    assert (seen[0] is not None) is warned

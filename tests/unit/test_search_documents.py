@@ -109,13 +109,27 @@ def test_document_without_dimensions_or_rows():
     assert document["folder_ancestor_ids"] == []
 
 
-@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "1e999", "f/2.8", ""])
+@pytest.mark.parametrize(
+    "text",
+    ["nan", "inf", "-inf", "1e999", "f/2.8", "", "1_000", "\u0661\u0662", "1.2.3"],
+)
 def test_attribute_number_only_when_finite(text):
     document = build_document(
         FileRecord(file=file_row(), attributes=(("exif", "x", text),))
     )
 
     assert "number" not in document["attributes"][0]
+
+
+@pytest.mark.parametrize(
+    ("text", "number"), [("2.8", 2.8), (" -3 ", -3.0), (".5", 0.5), ("1e3", 1000.0)]
+)
+def test_attribute_number_from_decimal_text(text, number):
+    document = build_document(
+        FileRecord(file=file_row(), attributes=(("exif", "x", text),))
+    )
+
+    assert document["attributes"][0]["number"] == number
 
 
 def test_time_formats():

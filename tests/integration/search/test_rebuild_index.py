@@ -1,16 +1,19 @@
 """rebuild-index against the session's OpenSearch node, on SQLite and MariaDB."""
 
+import datetime
 import json
+import os
 import threading
 import time
 
 import pytest
 
-from damjobs import runner
+from damjobs import db, runner
 from damjobs.db import models
 from damjobs.jobs import JOBS, rebuild_index
 from damjobs.output import OutputOptions
-from damjobs.search import source
+from damjobs.search import indices, source
+from damjobs.search.admin import IndexAdmin
 from tests.integration.search.conftest import (
     add_file,
     add_folder,
@@ -380,6 +383,36 @@ def test_killed_rebuild_then_new_one(sqlite_workspace, search_client):
         summary["details"]["index"]
     ]
     assert search_client.count(index=sqlite_workspace.alias)["count"] == 20000
+
+
+def test_dry_run_beside_running_rebuild_keeps_its_index(
+    sqlite_workspace, search_client
+):
+    folder = add_folder("")
+    add_file(folder, "a.jpg")
+    # The slot of a live rebuild (this process) and the index it is loading.
+    loading = indices.new_index_name(
+        sqlite_workspace.alias, datetime.datetime.now(datetime.UTC)
+    )
+    IndexAdmin(search_client, sqlite_workspace.alias).create(
+        loading, 1, datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+    )
+    database = models.database_proxy.obj
+    models.JobSlot.insert(
+        job="rebuild-index",
+        state="running",
+        status_id=1,
+        host=runner.HOST,
+        pid=os.getpid(),
+        updated_at=db.now(database),
+    ).execute()
+
+    result = sqlite_workspace.cli("rebuild-index", "--dry-run", "--json")
+
+    assert result.returncode == 0, result.stderr
+    assert "rebuild-index is already running" in result.stderr
+    assert json.loads(result.stdout)["details"]["deleted_leftovers"] == []
+    assert search_client.indices.exists(index=loading)
 
 
 def test_rollback_and_status(sqlite_workspace, search_client):

@@ -169,3 +169,19 @@ def test_unreadable_rows_fail_only_their_file(tmp_path):
         file_ids[2],
     ]
     assert "JSON cannot hold BLOB values" in batch.unreadable[0][1]
+
+
+def test_folder_cycle_is_logged(database, caplog):
+    top = add_folder("top")
+    middle = add_folder("middle", parent=top)
+    bottom = add_folder("bottom", parent=middle)
+    models.Folder.update(parent=bottom).where(models.Folder.id == top).execute()
+    file_id = add_file(bottom, "looped.jpg")
+    folders = source.FolderTree()
+
+    with caplog.at_level(logging.WARNING, logger="damjobs.search.source"):
+        first = source.read_records([file_id], folders).records[0]
+        source.read_records([file_id], folders)
+
+    assert first.folder_ancestor_ids == ()
+    assert caplog.text.count(f"folder {bottom} has a cycle in its parents") == 1
