@@ -157,6 +157,9 @@ class JobDefinition:
     periodic: bool
     run: JobFunction
     takes_limit: bool = True
+    # Checks that need more than the configuration file, such as asking ImageMagick
+    # about a colour. It runs before the claim and raises ConfigError.
+    check_settings: Callable[[Settings], None] | None = None
 
 
 # --- claiming ---------------------------------------------------------------------------
@@ -572,6 +575,8 @@ def run_job(
     """
     with db.translated_errors("checking the schema version"):
         migrations.check_version(database)
+    if definition.check_settings is not None:
+        definition.check_settings(settings)
     if run_options.dry_run:
         return _run_unclaimed(
             definition, settings, database, run_options, job_options, output
@@ -629,6 +634,8 @@ def _run_unclaimed(
     summary = JobSummary(definition.name, None, "running", 0, True)
     started = time.monotonic()
     summary = _execute(definition, context, job_options, summary)
+    if context.running_elsewhere:
+        summary.details["running_elsewhere"] = context.running_elsewhere
     summary.duration_seconds = round(time.monotonic() - started, 3)
 
     return summary

@@ -74,7 +74,8 @@ def check_config_command() -> int:
     """
     Validate the configuration, connect to the database and check the folders.
 
-    Prints one line per check and exits 0 only when all of them pass.
+    Prints one line per check and exits 0 only when all of them pass: 2 for an invalid
+    setting, 1 for a database or folder problem.
     """
     settings = load_settings()
     print(f"configuration: {settings.path}: valid")
@@ -124,10 +125,11 @@ def check_config_command() -> int:
     from damjobs.render import wand_setup  # noqa: PLC0415 - loads Wand only here
 
     background = settings["render.default_background"]
+    invalid_settings = 0
     if wand_setup.is_known_colour(background):
         print(f"render.default_background: {background}: ok")
     else:
-        problems += 1
+        invalid_settings += 1
         print(
             f"render.default_background: {background}: not a colour ImageMagick "
             f"knows; {steps.COLOUR_HINT}"
@@ -147,6 +149,9 @@ def check_config_command() -> int:
             f"it is decoded through a mapped or disk file and may fail as too_large; "
             f"{wand_setup.RESOURCE_LIMIT_HINT}"
         )
+
+    if invalid_settings:
+        return ExitCode.USAGE_ERROR
 
     return ExitCode.SUCCEEDED if problems == 0 else ExitCode.FAILED
 
@@ -339,7 +344,13 @@ def _global_arguments(settings: config.Settings) -> list[str]:
 
 def _most_severe(codes: list[int]) -> int:
     """Return the exit code for several jobs: failures first, then item failures."""
-    for code in (ExitCode.FAILED, ExitCode.INTERRUPTED, ExitCode.ITEMS_FAILED):
+    severity = (
+        ExitCode.FAILED,
+        ExitCode.INTERRUPTED,
+        ExitCode.ITEMS_FAILED,
+        ExitCode.USAGE_ERROR,
+    )
+    for code in severity:
         if code in codes:
             return code
     others = [code for code in codes if code not in (0, ExitCode.ALREADY_RUNNING)]

@@ -12,6 +12,7 @@ from damjobs.jobs import (
     purge_old_logs,
     rebuild_expired,
     rebuild_index,
+    sources,
 )
 from damjobs.runner import JobDefinition
 
@@ -28,12 +29,14 @@ JOBS: dict[str, JobDefinition] = {
         summary="Render every planned cache entry whose file is absent, empty or never built.",
         periodic=True,
         run=build_missing.run,
+        check_settings=sources.check_render_settings,
     ),
     "rebuild-expired": JobDefinition(
         name="rebuild-expired",
         summary="Render again the permanent cache entries whose expiry time has passed.",
         periodic=True,
         run=rebuild_expired.run,
+        check_settings=sources.check_render_settings,
     ),
     "rebuild-index": JobDefinition(
         name="rebuild-index",

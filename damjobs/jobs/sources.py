@@ -460,16 +460,8 @@ def list_work(
     return listed
 
 
-def render_settings(settings: Settings) -> render_types.RenderSettings:
-    """Build the renderer's settings from the configuration."""
-    group = settings["cache.group"]
-    gid = None
-    if group:
-        import grp  # noqa: PLC0415
-
-        gid = grp.getgrnam(group).gr_gid
-    workers = settings["render.workers"] or len(os.sched_getaffinity(0))
-    cache_root: Path = settings["paths.cache_root"]
+def check_render_settings(settings: Settings) -> None:
+    """Raise ConfigError when ImageMagick does not know render.default_background."""
     from damjobs.render import wand_setup  # noqa: PLC0415 - loads Wand only to render
 
     background = settings["render.default_background"]
@@ -481,6 +473,18 @@ def render_settings(settings: Settings) -> render_types.RenderSettings:
             ],
             hint=steps.COLOUR_HINT,
         )
+
+
+def render_settings(settings: Settings) -> render_types.RenderSettings:
+    """Build the renderer's settings from the configuration."""
+    group = settings["cache.group"]
+    gid = None
+    if group:
+        import grp  # noqa: PLC0415
+
+        gid = grp.getgrnam(group).gr_gid
+    workers = settings["render.workers"] or len(os.sched_getaffinity(0))
+    cache_root: Path = settings["paths.cache_root"]
 
     return render_types.RenderSettings(
         originals_root=settings["paths.originals_root"],

@@ -220,23 +220,26 @@ def decode_source(
             data, fmt, first_frame=fmt in _MULTI_FRAME_FORMATS, jpeg_size=hint
         )
     except WandException as error:
+        size = f"{header_width}x{header_height}"
         needed = pixel_cache_bytes(header_width, header_height)
-        memory = pixel_cache_limits()["memory"]
-        if is_resource_limit(error) or (
-            isinstance(error, NoReasonError) and needed > memory
-        ):
-            # Above the memory limit, ImageMagick moves the pixel cache to a mapped or
-            # disk file, and a failure there can come back without a reason.
+        if is_resource_limit(error):
             raise EntryFailure(
                 "too_large",
-                f"the {header_width}x{header_height} {fmt} image cannot be decoded: "
-                f"{error}. Its pixel cache of {needed // MIB} MiB is above "
-                f"ImageMagick's memory limit of {memory // MIB} MiB, which is the "
-                f"likely cause: {RESOURCE_LIMIT_HINT}",
+                f"the {size} {fmt} image needs {needed // MIB} MiB of pixel cache, "
+                f"more than ImageMagick's limits allow ({error}): {RESOURCE_LIMIT_HINT}",
             ) from error
-        raise EntryFailure(
-            "corrupt", f"the {fmt} data cannot be decoded: {error}"
-        ) from error
+        message = f"the {fmt} data cannot be decoded: {error}"
+        memory = pixel_cache_limits()["memory"]
+        if isinstance(error, NoReasonError) and needed > memory:
+            # A truncated file and a file over ImageMagick's limits can both fail
+            # without a reason, so the message names both causes.
+            message += (
+                f". Either the data is corrupt, or the {size} image's pixel cache of "
+                f"{needed // MIB} MiB, above ImageMagick's memory limit of "
+                f"{memory // MIB} MiB, was refused; if the file opens elsewhere, "
+                f"{RESOURCE_LIMIT_HINT}"
+            )
+        raise EntryFailure("corrupt", message) from error
 
     try:
         if image.width == 0 or image.height == 0:

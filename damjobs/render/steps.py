@@ -26,8 +26,14 @@ _COLOUR_HEX = re.compile(
 )
 # The hint for a colour that ImageMagick does not know.
 COLOUR_HINT = "use a name that `convert -list color` prints, or #rrggbb"
+# ImageMagick's functional notations, such as rgb(1,2,3), srgba(0,0,0,0.5) or
+# hsl(120,50%,50%); ImageMagick itself checks the numbers.
+_COLOUR_FUNCTION = re.compile(
+    r"(?:rgb|srgb|hsl|hsb|hwb|gray|cmy|cmyk)a?\([0-9.,%+\- ]{1,80}\)", re.IGNORECASE
+)
 _COLOUR_FORMS = (
-    "a colour name such as 'white', '#rgb', '#rrggbb', '#rrggbbaa' or 'transparent'"
+    "a colour name such as 'white', '#rgb', '#rrggbb', '#rrggbbaa', 'rgb(r,g,b)' or "
+    "'transparent'"
 )
 
 
@@ -197,7 +203,9 @@ class _StepReader:
         if value is None:
             return None
         if not isinstance(value, str) or not (
-            _COLOUR_NAME.fullmatch(value) or _COLOUR_HEX.fullmatch(value)
+            _COLOUR_NAME.fullmatch(value)
+            or _COLOUR_HEX.fullmatch(value)
+            or _COLOUR_FUNCTION.fullmatch(value)
         ):
             raise self.fail(field, value, _COLOUR_FORMS)
         return value

@@ -50,6 +50,7 @@ if POLICY_FOLDER not in _configured.split(os.pathsep):
 from wand.api import libmagick, library  # noqa: E402
 from wand.color import Color  # noqa: E402
 from wand.exceptions import (  # noqa: E402
+    CacheError,
     ResourceLimitError,
     ResourceLimitFatalError,
     ResourceLimitWarning,
@@ -232,7 +233,13 @@ def set_image_type(image: Image, image_type: str) -> None:
 
 
 def is_known_colour(value: str) -> bool:
-    """Return True when ImageMagick can parse `value` as a colour, such as 'white'."""
+    """
+    Return True when ImageMagick can parse `value` as a colour, such as 'white'. An empty
+    value and one with spaces around it are rejected, although ImageMagick reads them
+    (the empty one as white).
+    """
+    if not value or value != value.strip():
+        return False
     with warnings.catch_warnings():
         # Wand warns about an unknown name before it raises ValueError.
         warnings.simplefilter("ignore")
@@ -266,7 +273,14 @@ def pixel_cache_limits() -> dict[str, int]:
 
 
 def is_resource_limit(error: WandException) -> bool:
-    """Return True when `error` is ImageMagick's report of a resource limit."""
+    """
+    Return True when `error` reports a resource limit, such as "cache resources
+    exhausted" (a CacheError) when an image needs more pixel cache than the limits allow.
+    """
     return isinstance(
-        error, ResourceLimitError | ResourceLimitFatalError | ResourceLimitWarning
+        error,
+        CacheError
+        | ResourceLimitError
+        | ResourceLimitFatalError
+        | ResourceLimitWarning,
     )

@@ -317,7 +317,12 @@ def _read_one_by_one(
             records += _records_from(raw_rows(query), folders)
         except _ROW_ERRORS as file_error:
             unreadable.append(
-                (file_id, f"its database rows cannot be read: {file_error}")
+                (
+                    file_id,
+                    f"its database rows cannot be read: {file_error}; look for a value "
+                    "that is not UTF-8 text in its rows of file, file_description, tag, "
+                    "attribute and cropping",
+                )
             )
 
     return RecordBatch(records, unreadable, ids[-1] if ids else last_id)

@@ -405,20 +405,22 @@ def test_empty_originals_root_fails_run_not_entries(tmp_path, database_url):
     )
 
 
-def test_unknown_default_background_fails_run_not_entries(tmp_path, database_url):
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry-run"])
+def test_unknown_default_background_stops_before_claim(tmp_path, database_url, dry_run):
     workspace = prepare(tmp_path, database_url, photo_count=1)
+    runs_before = models.JobStatus.select().count()
 
     done = workspace.cli(
         "build-missing",
+        *(["--dry-run"] if dry_run else []),
         env={**cli_environment(), "DAMJOBS__RENDER__DEFAULT_BACKGROUND": "whit"},
     )
 
     assert done.returncode == 2
     assert "render.default_background = 'whit' is not a colour" in done.stderr
-    assert (
-        models.CacheEntry.select().where(models.CacheEntry.state == "failed").count()
-        == 0
-    )
+    assert "hint: use a name that `convert -list color` prints" in done.stderr
+    assert models.JobStatus.select().count() == runs_before
+    assert models.JobSlot.get(models.JobSlot.job == "build-missing").state == "enqueued"
 
 
 def test_dry_run_json_is_one_object(tmp_path, database_url):

@@ -50,7 +50,7 @@ def test_check_config_reports_unknown_colour(tmp_path):
         },
     )
 
-    assert check.returncode == 1
+    assert check.returncode == 2
     assert "render.default_background: nosuchcolour: not a colour" in check.stdout
 
 

@@ -121,12 +121,14 @@ def test_define_accepts_named_and_hex_colours(tmp_path, workspace):
         '[[setting]]\nname = "grey"\nsteps = [{ kind = "canvas", width = 20, '
         'height = 20, background = "grey50" }]\n'
         '[[setting]]\nname = "clear"\nsteps = [{ kind = "canvas", width = 20, '
-        'height = 20, background = "#ff000080" }]\n',
+        'height = 20, background = "#ff000080" }]\n'
+        '[[setting]]\nname = "dark"\nsteps = [{ kind = "canvas", width = 20, '
+        'height = 20, background = "rgb(10, 20, 30)" }]\n',
     )
 
     content.load_definitions(workspace.database, path)
 
-    assert models.PredefinedSetting.select().count() == 2
+    assert models.PredefinedSetting.select().count() == 3
 
 
 def test_define_rejects_duplicate_setting_names(tmp_path, workspace):

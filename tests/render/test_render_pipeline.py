@@ -118,16 +118,20 @@ def test_pixel_limit_message(tmp_path: Path, quadrants: Path) -> None:
         pipeline.check_source(quadrants.read_bytes(), settings)
 
 
-def grey_png(width: int, height: int) -> bytes:
-    """Return a valid 8-bit greyscale PNG of one shade, compressed row by row."""
+def plain_png(width: int, height: int, channels: int = 1) -> bytes:
+    """
+    Return a valid 8-bit PNG of one shade, grey with 1 channel or RGB with 3, compressed
+    row by row.
+    """
 
     def chunk(kind: bytes, payload: bytes) -> bytes:
         crc = zlib.crc32(kind + payload)
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
 
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    colour_type = {1: 0, 3: 2}[channels]
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
     compressor = zlib.compressobj(9)
-    row = b"\x00" + b"\x80" * width
+    row = b"\x00" + b"\x80" * (width * channels)
     pixels = b"".join(compressor.compress(row) for _ in range(height))
     pixels += compressor.flush()
 
@@ -139,17 +143,45 @@ def grey_png(width: int, height: int) -> bytes:
     )
 
 
-def test_decode_beyond_imagemagick_limits_is_too_large(tmp_path: Path) -> None:
-    # 81 MP passes max_pixels, but its 617 MiB pixel cache exceeds the memory limit
-    # of Debian's ImageMagick policy (256 MiB), and the decode fails with no reason.
+def test_decode_without_reason_beyond_memory_names_both_causes(tmp_path: Path) -> None:
+    # ImageMagick refuses this valid 81 MP grey PNG without a reason. Its 617 MiB pixel
+    # cache is above the memory limit of Debian's policy (256 MiB).
     settings = make_settings(tmp_path, max_pixels=100_000_000)
     assert wand_setup.pixel_cache_limits()["memory"] < 617 * 1024 * 1024
 
     with pytest.raises(pipeline.EntryFailure) as raised:
-        pipeline.decode_source(grey_png(9000, 9000), settings)
+        pipeline.decode_source(plain_png(9000, 9000), settings)
+
+    assert raised.value.failure == "corrupt"
+    assert "Either the data is corrupt" in raised.value.message
+    assert "pixel cache of 617 MiB" in raised.value.message
+    assert "policy.xml" in raised.value.message
+
+
+def test_truncated_small_png_does_not_blame_limits(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    data = plain_png(300, 300, channels=3)
+
+    with pytest.raises(pipeline.EntryFailure) as raised:
+        pipeline.decode_source(data[: len(data) // 2], settings)
+
+    assert raised.value.failure == "corrupt"
+    assert "policy.xml" not in raised.value.message
+
+
+def test_pixel_cache_beyond_limits_is_too_large(tmp_path: Path) -> None:
+    # 12500 x 11000 RGB needs 1049 MiB of pixel cache; Debian's policy allows 256 MiB of
+    # memory, 512 MiB of map and 1 GiB of disk, so ImageMagick raises a CacheError.
+    settings = make_settings(
+        tmp_path, max_pixels=200_000_000, max_width=20_000, max_height=20_000
+    )
+    assert wand_setup.pixel_cache_limits()["disk"] < 1049 * 1024 * 1024
+
+    with pytest.raises(pipeline.EntryFailure) as raised:
+        pipeline.decode_source(plain_png(12_500, 11_000, channels=3), settings)
 
     assert raised.value.failure == "too_large"
-    assert "pixel cache of 617 MiB" in raised.value.message
+    assert "needs 1049 MiB of pixel cache" in raised.value.message
     assert "policy.xml" in raised.value.message
 
 

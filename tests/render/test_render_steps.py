@@ -3,7 +3,7 @@
 import pytest
 
 from damjobs.errors import DefinitionError
-from damjobs.render import geometry, steps
+from damjobs.render import geometry, steps, wand_setup
 
 
 def error_of(raw: list) -> str:
@@ -182,3 +182,20 @@ def test_plan_merge_before_resize_full_scale() -> None:
 def test_jpeg_hint_divides() -> None:
     assert geometry.jpeg_size_hint(11000, 8250, 0.25) == (2750, 2062)
     assert geometry.jpeg_size_hint(800, 600, 0.6) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "known"),
+    [
+        ("white", True),
+        ("grey50", True),
+        ("#ff000080", True),
+        ("rgb(10,20,30)", True),
+        ("whit", False),
+        ("", False),
+        (" white", False),
+        ("white ", False),
+    ],
+)
+def test_known_colours(value, known):
+    assert wand_setup.is_known_colour(value) is known
