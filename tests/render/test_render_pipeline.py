@@ -143,7 +143,7 @@ def plain_png(width: int, height: int, channels: int = 1) -> bytes:
     )
 
 
-def test_decode_without_reason_beyond_memory_names_both_causes(tmp_path: Path) -> None:
+def test_reasonless_decode_names_both_causes(tmp_path: Path) -> None:
     # ImageMagick refuses this valid 81 MP grey PNG without a reason. Its 617 MiB pixel
     # cache is above the memory limit of Debian's policy (256 MiB).
     settings = make_settings(tmp_path, max_pixels=100_000_000)
@@ -170,7 +170,7 @@ def test_truncated_small_png_does_not_blame_limits(tmp_path: Path) -> None:
 
 
 def test_pixel_cache_beyond_limits_is_too_large(tmp_path: Path) -> None:
-    # 12500 x 11000 RGB needs 1049 MiB of pixel cache; Debian's policy allows 256 MiB of
+    # 12500 x 11000 RGB needs 1049 MiB of pixel cache. Debian's policy allows 256 MiB of
     # memory, 512 MiB of map and 1 GiB of disk, so ImageMagick raises a CacheError.
     settings = make_settings(
         tmp_path, max_pixels=200_000_000, max_width=20_000, max_height=20_000
