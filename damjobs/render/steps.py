@@ -112,15 +112,25 @@ STEP_TYPES: dict[str, type[Step]] = {
 
 
 def parse_steps(raw: Sequence[Mapping[str, Any]]) -> tuple[Step, ...]:
-    """Validate a list of step dicts and return the steps in order; raise
-    DefinitionError.
+    """
+    Validate a list of step dicts and return the steps in order. Raise DefinitionError
+    that lists the problem of every invalid step.
     """
     if isinstance(raw, (str, bytes)) or not isinstance(raw, Sequence):
         raise DefinitionError(
             f"steps must be a list of objects, got {type(raw).__name__}"
         )
+    parsed = []
+    problems = []
+    for number, item in enumerate(raw, start=1):
+        try:
+            parsed.append(_parse_step(item, number))
+        except DefinitionError as error:
+            problems.append(error.message)
+    if problems:
+        raise DefinitionError("; ".join(problems))
 
-    return tuple(_parse_step(item, number) for number, item in enumerate(raw, start=1))
+    return tuple(parsed)
 
 
 def step_from_dict(raw: Mapping[str, Any]) -> Step:

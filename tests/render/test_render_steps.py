@@ -199,3 +199,18 @@ def test_jpeg_hint_divides() -> None:
 )
 def test_known_colours(value, known):
     assert wand_setup.is_known_colour(value) is known
+
+
+def test_every_invalid_step_is_listed():
+    with pytest.raises(DefinitionError) as raised:
+        steps.parse_steps(
+            [
+                {"kind": "canvas", "width": 5, "background": "url(x)"},
+                {"kind": "resize", "width": 10},
+                {"kind": "spin"},
+            ]
+        )
+
+    assert "step 1" in raised.value.message
+    assert "step 3" in raised.value.message
+    assert "step 2" not in raised.value.message
