@@ -96,6 +96,11 @@ def configure_logging(options: OutputOptions) -> None:
     logging.getLogger("peewee").setLevel(
         logging.DEBUG if options.verbosity >= 2 else logging.WARNING
     )
+    # opensearch-py logs a WARNING for every request that fails, also for the 413 and 429
+    # responses that damjobs retries and reports in its own lines; -v shows them again.
+    logging.getLogger("opensearch").setLevel(
+        logging.WARNING if options.verbosity >= 1 else logging.ERROR
+    )
 
 
 class ProgressReporter:
