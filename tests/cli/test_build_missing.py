@@ -52,17 +52,33 @@ def copy_photo(photo, target, full_size):
         )
 
 
-def prepare(tmp_path, database_url, photo_count=3, full_size=False):
+# A lossless copy at up to 3000 pixels: each photograph is decoded at nearly full size and
+# encoded as a large PNG, which takes about a second on one core.
+SLOW_DEFINITIONS = (
+    DEFINITIONS
+    + """
+[[setting]]
+name = "large-png"
+output_format = "png"
+auto_cache = true
+steps = [{ kind = "resize", width = 3000 }]
+"""
+)
+
+
+def prepare(
+    tmp_path, database_url, photo_count=3, full_size=False, definitions=DEFINITIONS
+):
     workspace = make_workspace(tmp_path / "ws", database_url)
     source = tmp_path / "photos"
     source.mkdir()
     for photo in pick_photos(photo_count):
         copy_photo(photo, source / photo.name, full_size)
-    definitions = tmp_path / "definitions.toml"
-    definitions.write_text(DEFINITIONS)
+    definitions_path = tmp_path / "definitions.toml"
+    definitions_path.write_text(definitions)
     for arguments in (
         ("import", str(source), "--into", "photos"),
-        ("define", str(definitions)),
+        ("define", str(definitions_path)),
         ("-q", "precache"),
     ):
         done = workspace.cli(*arguments)
@@ -250,24 +266,35 @@ def built_count():
 def slow_workspace(tmp_path, database_url, monkeypatch):
     """A workspace with enough work that a run takes several seconds on one worker."""
     monkeypatch.setenv("DAMJOBS__RENDER__WORKERS", "1")
-    return prepare(tmp_path, database_url, photo_count=6, full_size=True)
+    return prepare(
+        tmp_path,
+        database_url,
+        photo_count=8,
+        full_size=True,
+        definitions=SLOW_DEFINITIONS,
+    )
 
 
 def test_second_start_exits_3_naming_holder(slow_workspace):
     first = slow_workspace.popen("build-missing")
     try:
         assert wait_for(lambda: running(slow_workspace))
-        second = slow_workspace.cli("build-missing")
-        quiet = slow_workspace.cli("-q", "build-missing")
+        # Both start at once, so that the first run is still busy for either of them.
+        second = slow_workspace.popen("build-missing")
+        quiet = slow_workspace.popen("-q", "build-missing")
+        _out, second_stderr = second.communicate(timeout=120)
+        _out, quiet_stderr = quiet.communicate(timeout=120)
+        still_running = first.poll() is None
     finally:
-        first.wait(timeout=300)
+        first.communicate(timeout=300)
 
+    assert still_running, "the first run ended before the second starts were checked"
     assert second.returncode == 3
-    assert "already running" in second.stderr
-    assert f"pid {first.pid}" in second.stderr
-    assert len(second.stderr.strip().splitlines()) == 1
+    assert "already running" in second_stderr
+    assert f"pid {first.pid}" in second_stderr
+    assert len(second_stderr.strip().splitlines()) == 1
     assert quiet.returncode == 3
-    assert quiet.stderr == ""
+    assert quiet_stderr == ""
     assert first.returncode == 0
 
 
