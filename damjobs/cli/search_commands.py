@@ -73,8 +73,9 @@ def _format_status(status: dict[str, Any]) -> list[str]:
         marker = "*" if index["behind_alias"] else " "
         documents = index.get("documents")
         size = index.get("size_bytes")
+        state = index["state"] + (" (closed)" if index.get("closed") else "")
         lines.append(
-            f"{marker} {index['name']}  {index['state']}"
+            f"{marker} {index['name']}  {state}"
             f"  documents={documents if documents is not None else '?'}"
             f"  size={size if size is not None else '?'} B"
             f"  health={index.get('health') or '?'}"

@@ -67,9 +67,19 @@ class IndexAdmin:
         targets = self.alias_targets()
         with translated_errors(f"listing the indices of {self.alias}"):
             described = self.client.indices.get_mapping(
-                index=f"{self.alias}-*", allow_no_indices=True, ignore_unavailable=True
+                index=f"{self.alias}-*",
+                allow_no_indices=True,
+                ignore_unavailable=True,
+                expand_wildcards="all",
             )
-        managed = indices.managed_indices(self.alias, described, targets)
+            rows = self.client.cat.indices(
+                index=f"{self.alias}-*",
+                format="json",
+                h="index,status",
+                expand_wildcards="all",
+            )
+        closed = [row["index"] for row in rows if row.get("status") == "close"]
+        managed = indices.managed_indices(self.alias, described, targets, closed)
 
         return AliasState(self.alias, targets, tuple(managed))
 
@@ -157,8 +167,13 @@ class IndexAdmin:
 
         return failed
 
-    def statistics(self, names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-        """Return documents, store size and health of each index, by name."""
+    def statistics(
+        self, names: tuple[str, ...], closed: frozenset[str] = frozenset()
+    ) -> dict[str, dict[str, Any]]:
+        """
+        Return documents, store size and health of each index, by name. The documents of
+        a `closed` index cannot be counted and are None.
+        """
         if not names:
             return {}
         with translated_errors("reading index statistics"):
@@ -172,7 +187,9 @@ class IndexAdmin:
         return {
             row["index"]: {
                 "health": row.get("health"),
-                "documents": self._file_count(row["index"]),
+                "documents": None
+                if row["index"] in closed
+                else self._file_count(row["index"]),
                 "size_bytes": int(row["store.size"]) if row.get("store.size") else None,
                 "created": row.get("creation.date.string"),
             }
@@ -195,7 +212,8 @@ class IndexAdmin:
         """Return the alias's targets and every managed index with its statistics."""
         state = self.state()
         names = tuple(sorted({i.name for i in state.managed} | set(state.targets)))
-        statistics = self.statistics(names)
+        closed = frozenset(i.name for i in state.managed if i.closed)
+        statistics = self.statistics(names, closed)
         listed = []
         for name in names:
             managed = next((i for i in state.managed if i.name == name), None)
@@ -204,6 +222,7 @@ class IndexAdmin:
                     "name": name,
                     "behind_alias": name in state.targets,
                     "state": managed.state if managed else "not created by damjobs",
+                    "closed": managed.closed if managed else False,
                     "mapping_version": managed.mapping_version if managed else None,
                     "completed_at": managed.completed_at if managed else None,
                     **statistics.get(name, {}),

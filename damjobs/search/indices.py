@@ -26,6 +26,9 @@ class ManagedIndex:
     mapping_version: int | None = None
     started_at: str | None = None
     completed_at: str | None = None
+    # Closed by hand. An alias on a closed index fails every search, so a rollback never
+    # picks it, and cleanup does not delete it either.
+    closed: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,13 +55,18 @@ def is_managed_name(alias: str, name: str) -> bool:
 
 
 def managed_indices(
-    alias: str, described: Mapping[str, Any], alias_targets: Iterable[str]
+    alias: str,
+    described: Mapping[str, Any],
+    alias_targets: Iterable[str],
+    closed: Iterable[str] = (),
 ) -> list[ManagedIndex]:
     """
     Return the indices of `alias` among `described` (the response of GET INDEX/_mapping),
     oldest first. An index needs the managed name and a `_meta` mark for this alias.
+    `closed` names the closed indices.
     """
     targets = set(alias_targets)
+    closed_names = set(closed)
     found = []
     for name, body in described.items():
         if not is_managed_name(alias, name):
@@ -75,6 +83,7 @@ def managed_indices(
                 mapping_version=mark.get("mapping_version"),
                 started_at=mark.get("started_at"),
                 completed_at=mark.get("completed_at"),
+                closed=name in closed_names,
             )
         )
 
@@ -85,14 +94,14 @@ def plan_cleanup(indices: Iterable[ManagedIndex], keep_old: int) -> CleanupPlan:
     """
     Decide which indices to delete: every loading index that no alias uses (a leftover
     of a failed or killed run), and complete ones beyond the newest `keep_old` that the
-    alias no longer points at.
+    alias no longer points at. Closed indices are neither kept nor deleted.
 
     Callers hold the rebuild-index job slot, so no other rebuild is loading meanwhile.
     """
     partial = []
     previous = []
     for index in indices:
-        if index.behind_alias:
+        if index.behind_alias or index.closed:
             continue
         if index.state == COMPLETE:
             previous.append(index.name)
@@ -115,11 +124,18 @@ def rollback_target(
 
     Without `requested`, that is the newest complete index older than the oldest index
     the alias now points at (or the newest complete one, when the alias points at none
-    of its own). Raise ValueError with the reason when there is none.
+    of its own). Closed indices are never picked. Raise ValueError with the reason when
+    there is none.
     """
-    complete = [index for index in indices if index.state == COMPLETE]
+    indices = list(indices)
+    complete = [i for i in indices if i.state == COMPLETE and not i.closed]
     targets = sorted(alias_targets)
     if requested is not None:
+        if any(index.name == requested and index.closed for index in indices):
+            raise ValueError(
+                f"{requested} is closed, and searches through the alias would fail; "
+                f"open it first (POST /{requested}/_open)"
+            )
         names = {index.name for index in complete}
         if requested not in names:
             raise ValueError(

@@ -179,8 +179,10 @@ def test_ancestor_chain_cycle_and_gap():
 # --- index names, cleanup and rollback ----------------------------------------------------
 
 
-def managed(name, state=indices.COMPLETE, behind=False):
-    return indices.ManagedIndex(name=name, state=state, behind_alias=behind)
+def managed(name, state=indices.COMPLETE, behind=False, closed=False):
+    return indices.ManagedIndex(
+        name=name, state=state, behind_alias=behind, closed=closed
+    )
 
 
 def test_index_name_is_managed():
@@ -383,3 +385,20 @@ def test_bulk_gives_up_after_max_retries():
 
     assert len(client.bodies) == 3
     assert outcome.failures == [(9, "rejected: ")]
+
+
+def test_closed_indices_left_alone():
+    listed = [
+        managed("a-20240101-000000-000"),
+        managed("a-20240102-000000-000", closed=True),
+        managed("a-20240103-000000-000", state=indices.LOADING, closed=True),
+        managed("a-20240104-000000-000", behind=True),
+    ]
+
+    plan = indices.plan_cleanup(listed, keep_old=0)
+    target = indices.rollback_target(listed, ["a-20240104-000000-000"], None)
+
+    assert plan.doomed == ("a-20240101-000000-000",)
+    assert target == "a-20240101-000000-000"
+    with pytest.raises(ValueError, match="is closed"):
+        indices.rollback_target(listed, [], "a-20240102-000000-000")

@@ -452,6 +452,28 @@ def test_rollback_and_status(sqlite_workspace, search_client):
     assert alias_targets(search_client, sqlite_workspace.alias) == [second]
 
 
+def test_closed_index_is_listed_but_not_rolled_back_to(sqlite_workspace, search_client):
+    folder = add_folder("")
+    add_file(folder, "a.jpg")
+    first = json.loads(sqlite_workspace.cli("rebuild-index", "--json").stdout)[
+        "details"
+    ]["index"]
+    assert sqlite_workspace.cli("rebuild-index").returncode == 0
+    search_client.indices.close(index=first)
+
+    status = json.loads(sqlite_workspace.cli("index", "status", "--json").stdout)
+    rollback = sqlite_workspace.cli("index", "rollback")
+    named = sqlite_workspace.cli("index", "rollback", "--to", first)
+
+    listed = {index["name"]: index for index in status["indices"]}
+    assert listed[first]["closed"] is True
+    assert listed[first]["documents"] is None
+    assert rollback.returncode == 1
+    assert "no previous complete index" in rollback.stderr
+    assert named.returncode == 1
+    assert f"{first} is closed" in named.stderr
+
+
 def test_index_with_alias_name_is_kept(sqlite_workspace, search_client):
     add_file(add_folder(""), "a.jpg")
     search_client.indices.create(index=sqlite_workspace.alias)
