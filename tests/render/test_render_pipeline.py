@@ -110,6 +110,24 @@ def test_declared_bomb_rejected(render: Renderer, originals: Path) -> None:
     assert "max_width 10000" in result.message
 
 
+def test_corrupt_lzw_tiff_is_corrupt(render: Renderer, originals: Path) -> None:
+    # libtiff reports the broken LZW codes, yet ImageMagick returns an image.
+    convert(
+        "-size", "600x600", "plasma:fractal", "-seed", "5", "-compress", "lzw",
+        originals / "broken.tif",
+    )  # fmt: skip
+    data = bytearray((originals / "broken.tif").read_bytes())
+    middle = range(len(data) // 4, 3 * len(data) // 4)
+    for offset in middle:
+        data[offset] = (offset * 7919) % 256
+    (originals / "broken.tif").write_bytes(bytes(data))
+
+    results = render("broken.tif", ([{"kind": "resize", "width": 100}], "jpeg"))
+
+    assert [r.failure for r in results] == ["corrupt", "corrupt"]
+    assert "the tiff data cannot be decoded" in results[1].message
+
+
 def test_pixel_limit_message(tmp_path: Path, quadrants: Path) -> None:
     settings = make_settings(tmp_path, max_pixels=19999)
     with pytest.raises(
