@@ -167,7 +167,7 @@ def read_image(
             raise NoReasonError(
                 f"ImageMagick could not read the {fmt} data and gave no reason"
             )
-        # A coder can report an error and still return an image; the TIFF coder does
+        # A coder can report an error and still return an image. The TIFF coder does
         # so for corrupt LZW data. Wand would raise it at the next operation instead.
         if library.MagickGetExceptionType(image.wand) >= ERROR_SEVERITY:
             image.raise_exception()
