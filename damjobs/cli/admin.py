@@ -68,6 +68,25 @@ def init_command(
     return ExitCode.SUCCEEDED
 
 
+class _LinePrinter:
+    """
+    Print lines to stdout until its reader goes away (`check-config | head -1`), then
+    drop the rest, so that the command still runs every check and exits with its result.
+    """
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def __call__(self, line: str) -> None:
+        if self.closed:
+            return
+        try:
+            print(line, flush=True)
+        except BrokenPipeError:
+            self.closed = True
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 @app.command("check-config")
 @boundary
 def check_config_command() -> int:
@@ -78,23 +97,24 @@ def check_config_command() -> int:
     setting, 1 for a database or folder problem.
     """
     settings = load_settings()
-    print(f"configuration: {settings.path}: valid")
+    say = _LinePrinter()
+    say(f"configuration: {settings.path}: valid")
     problems = 0
     url = settings["database.url"]
     if (
         url.startswith("sqlite:///")
         and not Path(url.removeprefix("sqlite:///")).is_file()
     ):
-        print(f"database: {url}: no such file; run `damjobs db upgrade` to create it")
+        say(f"database: {url}: no such file; run `damjobs db upgrade` to create it")
         return ExitCode.FAILED
     database = open_database(settings)
-    print(f"database: {db.describe_url(settings['database.url'])}: connected")
+    say(f"database: {db.describe_url(settings['database.url'])}: connected")
     version = migrations.current_version(database)
     if version == migrations.LATEST_VERSION:
-        print(f"schema: version {version}: current")
+        say(f"schema: version {version}: current")
     else:
         problems += 1
-        print(
+        say(
             f"schema: version {version}, expected {migrations.LATEST_VERSION}: "
             "run `damjobs db upgrade`"
         )
@@ -114,36 +134,36 @@ def check_config_command() -> int:
         else:
             state = "missing"
         problems += not ok
-        print(f"{key}: {folder}: {state}")
+        say(f"{key}: {folder}: {state}")
     for key in ("render.srgb_profile", "render.cmyk_profile"):
         state = (
             "ok"
             if settings[key].is_file()
             else "missing (colour conversion is less exact)"
         )
-        print(f"{key}: {settings[key]}: {state}")
+        say(f"{key}: {settings[key]}: {state}")
     from damjobs.render import wand_setup  # noqa: PLC0415 - loads Wand only here
 
     background = settings["render.default_background"]
     invalid_settings = 0
     if wand_setup.is_known_colour(background):
-        print(f"render.default_background: {background}: ok")
+        say(f"render.default_background: {background}: ok")
     else:
         invalid_settings += 1
-        print(
+        say(
             f"render.default_background: {background}: not a colour ImageMagick "
             f"knows; {steps.COLOUR_HINT}"
         )
     limits = wand_setup.pixel_cache_limits()
     mib = 1024 * 1024
-    print(
+    say(
         f"imagemagick limits: memory {limits['memory'] // mib} MiB, map "
         f"{limits['map'] // mib} MiB, disk {limits['disk'] // mib} MiB"
     )
     max_pixels = settings["render.max_pixels"]
     needed = wand_setup.pixel_cache_bytes(max_pixels, 1)
     if needed > limits["memory"]:
-        print(
+        say(
             f"render.max_pixels: {max_pixels}: note: an image of that size needs "
             f"{needed // mib} MiB of pixel cache, above ImageMagick's memory limit, so "
             f"it is decoded through a mapped or disk file and may fail as too_large; "

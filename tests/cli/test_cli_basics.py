@@ -1,6 +1,8 @@
 """The CLI's error messages, exit codes and admin commands."""
 
 import json
+import subprocess
+import sys
 
 import pymysql
 
@@ -71,6 +73,34 @@ def test_check_config_notes_pixels_beyond_imagemagick_memory(tmp_path):
         "render.max_pixels: 100000000: note: an image of that size needs 762 MiB"
         in (noted.stdout)
     )
+
+
+def test_check_config_keeps_exit_code_when_reader_leaves(tmp_path):
+    run_cli("init", str(tmp_path / "dam"))
+    environment = {
+        **cli_environment(),
+        "DAMJOBS__PATHS__ORIGINALS_ROOT": str(tmp_path / "missing"),
+    }
+    check = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "damjobs",
+            "--config",
+            str(tmp_path / "dam" / "damjobs.toml"),
+            "check-config",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environment,
+    )
+    # Read one line and close the pipe, as `check-config | head -1` does.
+    first_line = check.stdout.readline()
+    check.stdout.close()
+    check.wait(timeout=120)
+
+    assert first_line.startswith(b"configuration:")
+    assert check.returncode == 1
 
 
 def test_init_refuses_to_overwrite(tmp_path):
