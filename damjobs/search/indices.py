@@ -90,11 +90,15 @@ def managed_indices(
     return sorted(found, key=lambda index: index.name)
 
 
-def plan_cleanup(indices: Iterable[ManagedIndex], keep_old: int) -> CleanupPlan:
+def plan_cleanup(
+    indices: Iterable[ManagedIndex], keep_old: int, previous_targets: Iterable[str] = ()
+) -> CleanupPlan:
     """
     Decide which indices to delete: every loading index that no alias uses (a leftover
-    of a failed or killed run), and complete ones beyond the newest `keep_old` that the
-    alias no longer points at. Closed indices are neither kept nor deleted.
+    of a failed or killed run), and complete ones beyond `keep_old` that the alias no
+    longer points at. The kept ones are `previous_targets` (where the alias pointed
+    before a swap, which may be an older index after a rollback), then the newest.
+    Closed indices are neither kept nor deleted.
 
     Callers hold the rebuild-index job slot, so no other rebuild is loading meanwhile.
     """
@@ -107,7 +111,8 @@ def plan_cleanup(indices: Iterable[ManagedIndex], keep_old: int) -> CleanupPlan:
             previous.append(index.name)
         else:
             partial.append(index.name)
-    previous.sort(reverse=True)
+    preferred = set(previous_targets)
+    previous.sort(key=lambda name: (name in preferred, name), reverse=True)
     kept = previous[:keep_old]
     old = previous[keep_old:]
 

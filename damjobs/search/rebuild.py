@@ -140,7 +140,7 @@ class Rebuild:
         final_started = db.server_now(database)
         self.catch_up(since, live=True)
         source.delete_changes_before(database, final_started - slack)
-        removed = self._delete_old_indices()
+        removed = self._delete_old_indices(old_targets)
 
         return {
             "alias": self.admin.alias,
@@ -318,9 +318,11 @@ class Rebuild:
                 "the partial index %s is left; the next rebuild deletes it", self.index
             )
 
-    def _delete_old_indices(self) -> list[str]:
+    def _delete_old_indices(self, previous_targets: tuple[str, ...]) -> list[str]:
         state = self.admin.state()
-        plan = indices.plan_cleanup(state.managed, self.options.keep_old_indices)
+        plan = indices.plan_cleanup(
+            state.managed, self.options.keep_old_indices, previous_targets
+        )
         failed = self.admin.delete(plan.doomed)
 
         return [name for name in plan.doomed if name not in failed]

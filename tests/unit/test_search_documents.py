@@ -402,3 +402,18 @@ def test_closed_indices_left_alone():
     assert target == "a-20240101-000000-000"
     with pytest.raises(ValueError, match="is closed"):
         indices.rollback_target(listed, [], "a-20240102-000000-000")
+
+
+def test_cleanup_keeps_index_alias_left_over_newer_ones():
+    listed = [
+        managed("a-20240101-000000-000"),
+        managed("a-20240102-000000-000"),
+        managed("a-20240103-000000-000", behind=True),
+    ]
+
+    plan = indices.plan_cleanup(
+        listed, keep_old=1, previous_targets=["a-20240101-000000-000"]
+    )
+
+    assert plan.kept == ("a-20240101-000000-000",)
+    assert plan.old == ("a-20240102-000000-000",)

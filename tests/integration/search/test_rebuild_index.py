@@ -452,6 +452,28 @@ def test_rollback_and_status(sqlite_workspace, search_client):
     assert alias_targets(search_client, sqlite_workspace.alias) == [second]
 
 
+def test_rebuild_after_rollback_keeps_rolled_back_index(
+    sqlite_workspace, search_client
+):
+    folder = add_folder("")
+    add_file(folder, "a.jpg")
+    first = json.loads(sqlite_workspace.cli("rebuild-index", "--json").stdout)[
+        "details"
+    ]["index"]
+    second = json.loads(sqlite_workspace.cli("rebuild-index", "--json").stdout)[
+        "details"
+    ]["index"]
+    assert sqlite_workspace.cli("index", "rollback").returncode == 0
+
+    third = json.loads(sqlite_workspace.cli("rebuild-index", "--json").stdout)[
+        "details"
+    ]
+
+    assert third["previous"] == [first]
+    assert third["deleted_indices"] == [second]
+    assert search_client.indices.exists(index=first)
+
+
 def test_closed_index_is_listed_but_not_rolled_back_to(sqlite_workspace, search_client):
     folder = add_folder("")
     add_file(folder, "a.jpg")
