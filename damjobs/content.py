@@ -21,7 +21,7 @@ import peewee
 from damjobs import cache, db
 from damjobs.config import Settings
 from damjobs.db import models
-from damjobs.errors import DefinitionError, UsageError
+from damjobs.errors import DefinitionError, StorageError, UsageError
 from damjobs.render import steps
 
 logger = logging.getLogger(__name__)
@@ -59,6 +59,11 @@ def import_folder(
     from damjobs.render import probe  # noqa: PLC0415 - loads Wand only when importing
 
     originals_root: Path = settings["paths.originals_root"].resolve()
+    if not originals_root.is_dir():
+        raise StorageError(
+            f"the originals root {originals_root} (paths.originals_root) is not a folder",
+            hint="create it, mount the share, or correct paths.originals_root",
+        )
     source = source.resolve()
     if not source.is_dir():
         raise UsageError(

@@ -53,10 +53,22 @@ def init_command(
     """
     folder = folder.expanduser().resolve()
     path = folder / "damjobs.toml"
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(
+            f"{folder} is a file, but init needs a folder",
+            hint=f"pass a folder, such as {folder.parent}, to write "
+            f"{folder.parent / 'damjobs.toml'}",
+        )
     if path.exists() and not force:
         raise UsageError(f"{path} exists already", hint="pass --force to overwrite it")
-    for name in ("originals", "cache", "published", "locks"):
-        (folder / name).mkdir(parents=True, exist_ok=True)
+    try:
+        for name in ("originals", "cache", "published", "locks"):
+            (folder / name).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(
+            f"cannot create the folders under {folder}: {error.strerror}",
+            hint="pass a folder you can write to",
+        ) from error
     path.write_text(config.starter_text(folder), encoding="utf-8")
     settings = config.load(path, {})
     database = open_database(settings)

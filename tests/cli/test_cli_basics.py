@@ -103,6 +103,16 @@ def test_check_config_keeps_exit_code_when_reader_leaves(tmp_path):
     assert check.returncode == 1
 
 
+def test_init_rejects_a_file_path(tmp_path):
+    (tmp_path / "damjobs.toml").write_text("")
+
+    done = run_cli("init", str(tmp_path / "damjobs.toml"))
+
+    assert done.returncode == 2
+    assert "is a file, but init needs a folder" in done.stderr
+    assert "unexpected error" not in done.stderr
+
+
 def test_init_refuses_to_overwrite(tmp_path):
     run_cli("init", str(tmp_path / "dam"))
 

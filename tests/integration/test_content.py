@@ -7,7 +7,7 @@ import pytest
 
 from damjobs import content
 from damjobs.db import models
-from damjobs.errors import DefinitionError
+from damjobs.errors import DefinitionError, StorageError
 from tests.helpers import make_workspace, real_photos
 
 
@@ -81,6 +81,17 @@ def write_definitions(tmp_path, text):
     path = tmp_path / "definitions.toml"
     path.write_text(text)
     return path
+
+
+def test_import_into_missing_originals_root_fails_once(tmp_path, workspace):
+    folder = photo_folder(tmp_path)
+    shutil.rmtree(workspace.settings["paths.originals_root"])
+
+    with pytest.raises(StorageError) as raised:
+        content.import_folder(workspace.database, workspace.settings, folder, None)
+
+    assert "(paths.originals_root) is not a folder" in raised.value.message
+    assert models.File.select().count() == 0
 
 
 def test_define_lists_every_problem_and_writes_nothing(tmp_path, workspace):
