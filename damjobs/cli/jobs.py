@@ -9,7 +9,7 @@ import typer
 
 from damjobs import runner
 from damjobs.cli import GLOBAL, app, boundary, load_settings, open_database, set_json
-from damjobs.errors import UsageError
+from damjobs.errors import DamjobsError, JobAlreadyRunningError, UsageError
 from damjobs.jobs import JOBS, build_missing, precache
 
 logger = logging.getLogger("damjobs.cli")
@@ -87,11 +87,25 @@ def run_registered_job(
         max_runtime_seconds=parse_duration(max_runtime),
         trigger=trigger,
     )
-    settings = load_settings()
-    database = open_database(settings)
-    summary = runner.run_job(
-        JOBS[name], settings, database, run_options, job_options, GLOBAL.output
-    )
+    try:
+        settings = load_settings()
+        database = open_database(settings)
+        summary = runner.run_job(
+            JOBS[name], settings, database, run_options, job_options, GLOBAL.output
+        )
+    except DamjobsError as error:
+        if GLOBAL.output.json:
+            # A script that reads stdout gets an object for a run that never started too.
+            state = (
+                "already_running"
+                if isinstance(error, JobAlreadyRunningError)
+                else "not_started"
+            )
+            summary = runner.JobSummary(
+                name, None, state, error.exit_code, dry_run, message=error.message
+            )
+            print(json.dumps(summary.as_dict(), default=str, sort_keys=True))
+        raise
     print_summary(summary)
 
     return summary.exit_code

@@ -281,9 +281,9 @@ def test_second_start_exits_3_naming_holder(slow_workspace):
         assert wait_for(lambda: running(slow_workspace))
         # Both start at once, so that the first run is still busy for either of them.
         second = slow_workspace.popen("build-missing")
-        quiet = slow_workspace.popen("-q", "build-missing")
+        quiet = slow_workspace.popen("-q", "build-missing", "--json")
         _out, second_stderr = second.communicate(timeout=120)
-        _out, quiet_stderr = quiet.communicate(timeout=120)
+        quiet_stdout, quiet_stderr = quiet.communicate(timeout=120)
         still_running = first.poll() is None
     finally:
         first.communicate(timeout=300)
@@ -295,6 +295,7 @@ def test_second_start_exits_3_naming_holder(slow_workspace):
     assert len(second_stderr.strip().splitlines()) == 1
     assert quiet.returncode == 3
     assert quiet_stderr == ""
+    assert json.loads(quiet_stdout)["state"] == "already_running"
     assert first.returncode == 0
 
 
