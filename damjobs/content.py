@@ -318,24 +318,29 @@ def _check_setting(
     name = item.get("name")
     if not isinstance(name, str) or not name.strip():
         problems.append(f"{where}: name must be a non-empty string")
-    try:
-        output_format = item.get("output_format")
-        if output_format is not None:
+    output_format = item.get("output_format")
+    if output_format is not None:
+        try:
             steps.parse_output_format(output_format)
+        except DefinitionError as error:
+            problems.append(f"{where} ({name}): {error.message}")
+    parsed: tuple[steps.Step, ...] = ()
+    try:
         raw_steps = [
             _resolve_resource(dict(step), where) for step in item.get("steps", [])
         ]
         parsed = steps.parse_steps(raw_steps)
     except DefinitionError as error:
         problems.append(f"{where} ({name}): {error.message}")
-        parsed = ()
-    for step_number, step in enumerate(parsed, start=1):
-        background = getattr(step, "background", None)
-        if background is not None and not _is_known_colour(background):
-            problems.append(
-                f"{where} ({name}): step {step_number}: background {background!r} "
-                f"is not a colour ImageMagick knows; {steps.COLOUR_HINT}"
-            )
+    else:
+        for step_number, step in enumerate(parsed, start=1):
+            background = getattr(step, "background", None)
+            if background is not None and not _is_known_colour(background):
+                problems.append(
+                    f"{where} ({name}): step {step_number}: background "
+                    f"{background!r} is not a colour ImageMagick knows; "
+                    f"{steps.COLOUR_HINT}"
+                )
     ttl_days = item.get("ttl_days")
     if ttl_days is not None and (not isinstance(ttl_days, int) or ttl_days < 1):
         problems.append(

@@ -142,6 +142,21 @@ def test_define_accepts_named_and_hex_colours(tmp_path, workspace):
     assert models.PredefinedSetting.select().count() == 3
 
 
+def test_define_reports_format_and_step_problems_together(tmp_path, workspace):
+    path = write_definitions(
+        tmp_path,
+        '[[setting]]\nname = "a"\noutput_format = "bmp"\n'
+        'steps = [{ kind = "resise", width = 10 }, { kind = "quality", quality = 101 }]\n',
+    )
+
+    with pytest.raises(DefinitionError) as raised:
+        content.load_definitions(workspace.database, path)
+
+    assert "'bmp'" in raised.value.message
+    assert "resise" in raised.value.message
+    assert "101" in raised.value.message
+
+
 def test_define_rejects_duplicate_setting_names(tmp_path, workspace):
     path = write_definitions(
         tmp_path,
