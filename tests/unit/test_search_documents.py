@@ -3,9 +3,11 @@
 import datetime
 
 import pytest
+from opensearchpy import exceptions as opensearch_errors
 
 from damjobs.jobs import rebuild_index
 from damjobs.search import bulk, indices, mapping
+from damjobs.search import client as search_client
 from damjobs.search.admin import AliasState
 from damjobs.search.documents import (
     CroppingRow,
@@ -417,3 +419,11 @@ def test_cleanup_keeps_index_alias_left_over_newer_ones():
 
     assert plan.kept == ("a-20240101-000000-000",)
     assert plan.old == ("a-20240102-000000-000",)
+
+
+def test_non_json_answer_hints_at_index_hosts():
+    error = opensearch_errors.SerializationError(
+        "Unknown mimetype, unable to deserialize: text/html"
+    )
+
+    assert "index.hosts" in search_client.hint_for(error)
