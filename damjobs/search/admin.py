@@ -12,7 +12,7 @@ from typing import Any
 from opensearchpy import OpenSearch
 from opensearchpy import exceptions as os_errors
 
-from damjobs.errors import SearchError
+from damjobs.errors import SearchError, UsageError
 from damjobs.search import indices, mapping
 from damjobs.search.client import translated_errors
 
@@ -237,6 +237,12 @@ class IndexAdmin:
         try:
             target = indices.rollback_target(state.managed, state.targets, requested)
         except ValueError as error:
+            if requested is not None:
+                raise UsageError(
+                    f"cannot roll back {self.alias} to {requested}: {error}",
+                    hint="`damjobs index status` lists the indices; name a complete, "
+                    "open one that the alias does not point at",
+                ) from error
             raise SearchError(
                 f"cannot roll back {self.alias}: {error}",
                 hint="`damjobs index status` lists the indices; keep more of them with "

@@ -492,7 +492,7 @@ def test_closed_index_is_listed_but_not_rolled_back_to(sqlite_workspace, search_
     assert listed[first]["documents"] is None
     assert rollback.returncode == 1
     assert "no previous complete index" in rollback.stderr
-    assert named.returncode == 1
+    assert named.returncode == 2
     assert f"{first} is closed" in named.stderr
 
 
