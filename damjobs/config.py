@@ -497,7 +497,8 @@ KEYS: tuple[Key, ...] = (
         "replicas",
         "int",
         1,
-        "Replicas of an index once loaded; loading runs with none.",
+        "Replicas of an index once loaded; loading runs with none. Set 0 on a "
+        "single-node cluster, where a replica has no node and the index stays yellow.",
         check=_at_least(0),
     ),
     Key(

@@ -162,7 +162,7 @@ def precache_command(
     no longer wanted become obsolete. Planning is skipped when nothing changed since the
     last plan, unless --full is given.
 
-    Example cron line: 0 2 * * * damjobs -q precache
+    Example cron line: 15 2 * * * damjobs -q precache
     """
     return run_registered_job(
         "precache",

@@ -56,7 +56,7 @@ def rebuild_expired_command(
     complete, and the entry gets a new expiry time. Custom transformations are never
     rebuilt.
 
-    Example cron line: 0 3 * * * damjobs -q rebuild-expired --max-runtime 3h
+    Example cron line: 45 3 * * * damjobs -q rebuild-expired --max-runtime 2h
     """
     return run_registered_job(
         "rebuild-expired",
@@ -181,7 +181,7 @@ def purge_old_job_statuses_command(
 
     The status of an enqueued or running run is never deleted.
 
-    Example cron line: 0 5 * * * damjobs -q purge-old-job-statuses
+    Example cron line: 40 4 * * * damjobs -q purge-old-job-statuses
     """
     return run_registered_job(
         "purge-old-job-statuses",

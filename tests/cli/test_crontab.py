@@ -33,6 +33,34 @@ def test_crontab_has_valid_schedules():
         assert all(CRON_FIELD.match(field) for field in times), times
 
 
+@pytest.mark.parametrize(
+    "job",
+    [
+        "precache",
+        "build-missing",
+        "rebuild-expired",
+        "purge-old-logs",
+        "purge-old-job-statuses",
+    ],
+)
+def test_help_cron_line_matches_crontab(job):
+    done = subprocess.run(
+        [sys.executable, "-m", "damjobs", job, "--help"],
+        capture_output=True,
+        text=True,
+        env={**cli_environment(), "COLUMNS": "200"},
+        check=True,
+    )
+    example = re.search(r"Example cron line: (.+)", done.stdout)
+
+    assert example is not None, done.stdout
+    *times, command = example[1].split(None, 5)
+    assert any(
+        line_times == times and line_command.split(";")[-1].strip().startswith(command)
+        for line_times, line_command in cron_lines()
+    ), example[1]
+
+
 @pytest.fixture
 def workspace(tmp_path):
     workspace = make_workspace(
