@@ -137,6 +137,16 @@ def run(context: runner.RunContext, options: Options) -> dict[str, Any]:
                 _run_batch(context, part, key_range, root, limits, tally)
     if context.stop:
         context.left = sum(part.count() for part in parts)
+    if context.dry_run:
+        logger.info(
+            "dry run: would delete %d %s rows, %d %s rows and %d files in %s",
+            tally.table_count(TRANSFORMATIONS, "would_delete"),
+            TRANSFORMATIONS,
+            tally.table_count(ENTRIES, "would_delete"),
+            ENTRIES,
+            tally.folder_count(str(root), "would_delete"),
+            root,
+        )
 
     return {
         "cutoff": purging.format_time(limits.cutoff),

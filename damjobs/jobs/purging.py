@@ -220,6 +220,14 @@ class Tally:
     def folder(self, name: str) -> collections.Counter[str]:
         return self.folders.setdefault(name, collections.Counter())
 
+    def table_count(self, name: str, key: str) -> int:
+        """Return one count of a table, 0 when there is none, without adding the table."""
+        return self.tables.get(name, collections.Counter())[key]
+
+    def folder_count(self, name: str, key: str) -> int:
+        """Return one count of a folder, 0 when there is none, without adding the folder."""
+        return self.folders.get(name, collections.Counter())[key]
+
     def as_details(self) -> dict[str, Any]:
         return {
             "tables": {name: dict(counts) for name, counts in self.tables.items()},

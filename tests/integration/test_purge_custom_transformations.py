@@ -1,6 +1,7 @@
 """purge-custom-transformations on SQLite and MariaDB: cut-offs, files left alone, orphans."""
 
 import datetime
+import logging
 import os
 import time
 
@@ -204,15 +205,17 @@ def test_path_outside_cache_root_fails(workspace):
     assert customs() == [custom_id]
 
 
-def test_dry_run_changes_nothing(workspace):
+def test_dry_run_changes_nothing(workspace, caplog):
     old = add_custom(workspace, server_now(workspace) - 5 * HOUR, "old")
 
-    summary = purge(workspace, dry_run=True)
+    with caplog.at_level(logging.INFO):
+        summary = purge(workspace, dry_run=True)
 
     assert summary.details["tables"]["custom_transformation"] == {"would_delete": 1}
     assert summary.details["folders"][str(workspace.cache)] == {"would_delete": 1}
     assert customs() == [old]
     assert cached(workspace, "old")
+    assert "dry run: would delete 1 custom_transformation rows" in caplog.text
 
 
 def test_cli_older_than_under_tokyo_time(workspace):
