@@ -80,7 +80,7 @@ def hint_for(error: os_errors.OpenSearchException) -> str:
     ):
         return "check index.user, DAMJOBS__INDEX__PASSWORD and the user's permissions"
     if isinstance(error, os_errors.SerializationError):
-        # The answer was not JSON, such as an HTML page from a proxy or another service.
+        # The response was not JSON, such as an HTML page from a proxy or another service.
         return (
             "check that index.hosts names an OpenSearch node, not a proxy page or "
             "another service"
