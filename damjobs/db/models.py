@@ -131,7 +131,7 @@ class PredefinedSetting(BaseModel):
     updated_at = peewee.DateTimeField()
 
     # SettingStep.setting adds this backref when its class is defined, so the annotation
-    # only tells the type checker about it.
+    # exists only for the type checker.
     steps: "peewee.ModelSelect[SettingStep]"
 
 

@@ -83,6 +83,15 @@ def write_definitions(tmp_path, text):
     return path
 
 
+def definition_problems(tmp_path, workspace, text):
+    """Load definitions that must be rejected and return the DefinitionError message."""
+    path = write_definitions(tmp_path, text)
+    with pytest.raises(DefinitionError) as raised:
+        content.load_definitions(workspace.database, path)
+
+    return raised.value.message
+
+
 def test_import_into_missing_originals_root_fails_once(tmp_path, workspace):
     folder = photo_folder(tmp_path)
     shutil.rmtree(workspace.settings["paths.originals_root"])
@@ -95,34 +104,30 @@ def test_import_into_missing_originals_root_fails_once(tmp_path, workspace):
 
 
 def test_define_lists_every_problem_and_writes_nothing(tmp_path, workspace):
-    path = write_definitions(
+    message = definition_problems(
         tmp_path,
+        workspace,
         '[[setting]]\nname = "a"\nsteps = [{ kind = "resize" }]\n'
         '[[setting]]\nname = "b"\noutput_format = "bmp"\n'
         '[[cropping]]\nfile = "nope.jpg"\nname = "c"\nx = 0\ny = 0\nwidth = 1\nheight = 1\n',
     )
 
-    with pytest.raises(DefinitionError) as raised:
-        content.load_definitions(workspace.database, path)
-
-    assert "resize" in raised.value.message
-    assert "'bmp'" in raised.value.message
-    assert "'nope.jpg' is not an imported file" in raised.value.message
+    assert "resize" in message
+    assert "'bmp'" in message
+    assert "'nope.jpg' is not an imported file" in message
     assert models.PredefinedSetting.select().count() == 0
 
 
 def test_define_rejects_unknown_canvas_colour(tmp_path, workspace):
-    path = write_definitions(
+    message = definition_problems(
         tmp_path,
+        workspace,
         '[[setting]]\nname = "boxed"\nsteps = [\n'
         '  { kind = "resize", width = 10 },\n'
         '  { kind = "canvas", width = 20, height = 20, background = "whit" },\n]\n',
     )
 
-    with pytest.raises(DefinitionError) as raised:
-        content.load_definitions(workspace.database, path)
-
-    assert "(boxed): step 2: background 'whit' is not a colour" in raised.value.message
+    assert "(boxed): step 2: background 'whit' is not a colour" in message
     assert models.PredefinedSetting.select().count() == 0
 
 
@@ -143,31 +148,27 @@ def test_define_accepts_named_and_hex_colours(tmp_path, workspace):
 
 
 def test_define_reports_format_and_step_problems_together(tmp_path, workspace):
-    path = write_definitions(
+    message = definition_problems(
         tmp_path,
+        workspace,
         '[[setting]]\nname = "a"\noutput_format = "bmp"\n'
         'steps = [{ kind = "resise", width = 10 }, { kind = "quality", quality = 101 }]\n',
     )
 
-    with pytest.raises(DefinitionError) as raised:
-        content.load_definitions(workspace.database, path)
-
-    assert "'bmp'" in raised.value.message
-    assert "resise" in raised.value.message
-    assert "101" in raised.value.message
+    assert "'bmp'" in message
+    assert "resise" in message
+    assert "101" in message
 
 
 def test_define_rejects_duplicate_setting_names(tmp_path, workspace):
-    path = write_definitions(
+    message = definition_problems(
         tmp_path,
+        workspace,
         '[[setting]]\nname = "a"\nsteps = [{ kind = "resize", width = 10 }]\n'
         '[[setting]]\nname = "a"\nsteps = [{ kind = "resize", width = 20 }]\n',
     )
 
-    with pytest.raises(DefinitionError) as raised:
-        content.load_definitions(workspace.database, path)
-
-    assert "more than one [[setting]] named 'a'" in raised.value.message
+    assert "more than one [[setting]] named 'a'" in message
 
 
 def test_changed_steps_raise_version_but_auto_cache_does_not(tmp_path, workspace):

@@ -245,13 +245,11 @@ def test_log_items_are_capped_per_run(workspace):
     assert summary.details["log_items_not_stored"] == 3
 
 
-def test_dry_run_claims_nothing(workspace):
-    occupy(workspace.database, "precache", "other-host")
-    definition = runner.JobDefinition(
-        "precache", "test job", True, lambda ctx, opts: {}
-    )
+def dry_run_precache(workspace, run):
+    """Dry-run a job named precache whose work is `run`, and return its summary."""
+    definition = runner.JobDefinition("precache", "test job", True, run)
 
-    summary = runner.run_job(
+    return runner.run_job(
         definition,
         workspace.settings,
         workspace.database,
@@ -259,6 +257,12 @@ def test_dry_run_claims_nothing(workspace):
         None,
         OutputOptions(),
     )
+
+
+def test_dry_run_claims_nothing(workspace):
+    occupy(workspace.database, "precache", "other-host")
+
+    summary = dry_run_precache(workspace, lambda context, options: {})
 
     assert summary.exit_code == 0
     assert summary.status_id is None
@@ -270,20 +274,9 @@ def test_dry_run_claims_nothing(workspace):
 def test_dry_run_warns_about_live_run(workspace, caplog, minutes_ago, warned):
     occupy(workspace.database, "precache", "other-host", minutes_ago=minutes_ago)
     seen = []
-    definition = runner.JobDefinition(
-        "precache",
-        "test job",
-        True,
-        lambda ctx, opts: seen.append(ctx.running_elsewhere),
-    )
 
-    runner.run_job(
-        definition,
-        workspace.settings,
-        workspace.database,
-        runner.RunOptions(dry_run=True),
-        None,
-        OutputOptions(),
+    dry_run_precache(
+        workspace, lambda context, options: seen.append(context.running_elsewhere)
     )
 
     assert ("precache is already running" in caplog.text) is warned

@@ -474,7 +474,7 @@ def test_rebuild_after_rollback_keeps_rolled_back_index(
     assert search_client.indices.exists(index=first)
 
 
-def test_closed_index_is_listed_but_not_rolled_back_to(sqlite_workspace, search_client):
+def test_closed_index_listed_not_rolled_back(sqlite_workspace, search_client):
     folder = add_folder("")
     add_file(folder, "a.jpg")
     first = json.loads(sqlite_workspace.cli("rebuild-index", "--json").stdout)[
